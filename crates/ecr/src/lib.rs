@@ -1,0 +1,1 @@
+//! ECR control plane: auth tokens, repositories, images, repository settings.

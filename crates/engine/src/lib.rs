@@ -1,0 +1,1 @@
+//! Backup and restore engine: source listing, plan, closure copy, snapshots, verify.

@@ -1,0 +1,1 @@
+//! OCI Distribution client: references, digests, manifests, blobs, tags, referrers, auth.
