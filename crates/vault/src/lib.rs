@@ -1,1 +1,21 @@
-//! The S3 vault: OCI image layout keys, verified streaming blob writes, Object Lock retention, snapshots.
+//! The ecr-vault vault: an OCI image layout in an S3 bucket with Object Lock.
+//!
+//! - [`location`]: bucket, prefix and key names;
+//! - [`store`]: conditional, locked, checksummed writes and reads;
+//! - [`upload`]: verified streaming blob writes with bounded memory;
+//! - [`lock`]: retention policy and extension with slack;
+//! - [`snapshot`]: one immutable OCI index per run.
+
+pub mod error;
+pub mod location;
+pub mod lock;
+pub mod snapshot;
+pub mod store;
+pub mod upload;
+
+pub use error::VaultError;
+pub use location::VaultLocation;
+pub use lock::{LockMode, LockPolicy};
+pub use snapshot::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId};
+pub use store::{ObjectState, Vault, VaultOptions, WriteOutcome};
+pub use upload::{BlobWrite, Expected};

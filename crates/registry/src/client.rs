@@ -1,0 +1,688 @@
+//! The registry client: one HTTP connection pool, authentication, retries, and the manifest,
+//! blob and listing calls of the OCI Distribution API.
+//!
+//! Every name and reference in a URL has already been validated by [`crate::reference`] and
+//! [`crate::digest`], so paths are built by plain formatting.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use crate::auth::{AuthState, CredentialProvider};
+use crate::digest::Digest;
+use crate::error::RegistryError;
+use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Manifest};
+use crate::reference::{Reference, RepoName};
+use crate::retry::Backoff;
+
+/// Connection settings. Defaults suit both ECR and a local registry.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+    /// Longest silence on a connection before it is treated as dropped.
+    pub read_timeout: Duration,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            user_agent: concat!("ecr-vault/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// A registry endpoint. Cheap to clone; clones share the pool and the auth state.
+#[derive(Clone)]
+pub struct RegistryClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    auth: AuthState,
+    opts: ClientOptions,
+}
+
+/// A blob body as a stream of chunks, with the length the registry announced.
+pub struct BlobStream {
+    pub content_length: Option<u64>,
+    pub stream: BoxStream<'static, Result<Bytes, RegistryError>>,
+}
+
+/// Result of starting a blob upload.
+pub enum UploadStart {
+    /// The registry mounted the blob from another repository; nothing to send.
+    Mounted,
+    /// Send the bytes to this upload URL.
+    Location(Url),
+}
+
+/// Existence and size of a manifest, from HEAD.
+#[derive(Clone, Debug)]
+pub struct ManifestHead {
+    pub digest: Option<Digest>,
+    pub media_type: Option<String>,
+    pub size: Option<u64>,
+}
+
+enum Scope<'a> {
+    Pull(&'a RepoName),
+    Push(&'a RepoName),
+    Catalog,
+}
+
+impl Scope<'_> {
+    fn render(&self) -> String {
+        match self {
+            Scope::Pull(r) => format!("repository:{r}:pull"),
+            Scope::Push(r) => format!("repository:{r}:pull,push"),
+            Scope::Catalog => "registry:catalog:*".to_owned(),
+        }
+    }
+}
+
+impl RegistryClient {
+    /// A client for the registry at `base_url` (`https://host[:port]` or `http://…` for a local
+    /// test registry).
+    pub fn new(
+        base_url: &str,
+        credentials: Arc<dyn CredentialProvider>,
+        opts: ClientOptions,
+    ) -> Result<Self, RegistryError> {
+        let mut base = Url::parse(base_url).map_err(|e| RegistryError::Protocol {
+            url: base_url.to_owned(),
+            reason: format!("invalid registry URL: {e}"),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(RegistryError::Protocol {
+                url: base_url.to_owned(),
+                reason: "registry URL must be http(s)://host[:port]".into(),
+            });
+        }
+        if !base.path().ends_with('/') {
+            let p = format!("{}/", base.path());
+            base.set_path(&p);
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(opts.user_agent.clone())
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.read_timeout)
+            // Follows ECR's redirect to presigned S3 URLs; reqwest drops Authorization when the
+            // host changes, which S3 requires ("Only one auth mechanism allowed").
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| RegistryError::Protocol {
+                url: base_url.to_owned(),
+                reason: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(RegistryClient {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                auth: AuthState::new(credentials),
+                opts,
+            }),
+        })
+    }
+
+    /// The registry's base URL.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// `host[:port]` of the registry, as used in image references.
+    pub fn host(&self) -> String {
+        let b = &self.inner.base;
+        match (b.host_str(), b.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            _ => String::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.inner
+            .base
+            .join(path)
+            .map_err(|e| RegistryError::Protocol {
+                url: path.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Sends a request that has no body or a small in-memory one, so it can be repeated: with
+    /// auth challenges answered and retryable failures retried with backoff.
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &Scope<'_>,
+        build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+    ) -> Result<Response, RegistryError> {
+        let scope = scope.render();
+        let backoff = self.inner.opts.backoff;
+        let mut attempt = 0;
+        let mut auth_rounds = 0;
+        loop {
+            let auth = self.inner.auth.header(&self.inner.http, &scope).await?;
+            let mut req = self.inner.http.request(method.clone(), url.clone());
+            if let Some(a) = &auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let result = build(req).send().await;
+            let err = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && auth_rounds < 2 => {
+                    let www = resp
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    if self
+                        .inner
+                        .auth
+                        .on_unauthorized(www.as_deref(), auth.is_some())
+                        .await
+                    {
+                        auth_rounds += 1;
+                        continue;
+                    }
+                    status_error(&method, &url, resp).await
+                }
+                Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
+                    return Ok(resp);
+                }
+                Ok(resp) => status_error(&method, &url, resp).await,
+                Err(e) => transport_error(&method, &url, e),
+            };
+            attempt += 1;
+            if !err.is_retryable()
+                || matches!(err, RegistryError::DigestMismatch { .. })
+                || attempt >= backoff.attempts
+            {
+                return Err(err);
+            }
+            let wait = backoff.delay(attempt - 1, err.retry_after());
+            tracing::debug!(%url, error = %err, ?wait, "retrying registry request");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// `GET /v2/`: checks reachability and primes authentication.
+    pub async fn ping(&self) -> Result<(), RegistryError> {
+        let url = self.url("v2/")?;
+        // A 401 here is normal before auth; `send` answers the challenge when it can.
+        match self
+            .send(Method::GET, url, &Scope::Catalog, &|r| r)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.status() == Some(401) => Err(e),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Fetches a manifest with every supported `Accept` type and returns its exact bytes,
+    /// verified against the digest when fetched by digest, and size-capped.
+    pub async fn get_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Manifest, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{}", reference.as_path()))?;
+        let resp = self
+            .send(Method::GET, url.clone(), &Scope::Pull(repo), &|r| {
+                r.header(header::ACCEPT, ACCEPT_MANIFESTS)
+            })
+            .await?;
+        let content_type = header_str(resp.headers(), header::CONTENT_TYPE.as_str());
+        let header_digest = header_str(resp.headers(), "docker-content-digest");
+        let what = format!("manifest {repo}@{reference}");
+        let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &what, &url).await?;
+        let expected = match reference {
+            Reference::Digest(d) => d.clone(),
+            // By tag there is nothing to check against but the bytes themselves; the header is
+            // advisory (and was wrong in some registries for converted manifests).
+            Reference::Tag(_) => Digest::of(&bytes),
+        };
+        if let (Reference::Tag(_), Some(h)) = (reference, header_digest.as_deref())
+            && h != expected.to_string()
+        {
+            tracing::warn!(%what, header = h, computed = %expected, "Docker-Content-Digest disagrees with the bytes; using the bytes");
+        }
+        Manifest::parse(&expected, content_type.as_deref(), bytes)
+    }
+
+    /// `HEAD` a manifest: its digest and media type without the body, or `None` if absent.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestHead>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{}", reference.as_path()))?;
+        match self
+            .send(Method::HEAD, url, &Scope::Pull(repo), &|r| {
+                r.header(header::ACCEPT, ACCEPT_MANIFESTS)
+            })
+            .await
+        {
+            Ok(resp) => {
+                let h = resp.headers();
+                Ok(Some(ManifestHead {
+                    digest: header_str(h, "docker-content-digest")
+                        .and_then(|d| Digest::parse(&d).ok()),
+                    media_type: header_str(h, header::CONTENT_TYPE.as_str()),
+                    size: content_length(h),
+                }))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Streams a blob, from byte `offset` (a ranged GET, for resuming after a dropped
+    /// connection). Redirects to storage (ECR → S3) are followed without our Authorization.
+    pub async fn get_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<BlobStream, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        let range = (offset > 0).then(|| format!("bytes={offset}-"));
+        let resp = self
+            .send(Method::GET, url.clone(), &Scope::Pull(repo), &|r| match &range {
+                Some(v) => r.header(header::RANGE, v),
+                None => r,
+            })
+            .await?;
+        if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!(
+                    "asked for a range from byte {offset}, got HTTP {}",
+                    resp.status().as_u16()
+                ),
+            });
+        }
+        let content_length = resp.content_length();
+        let stream = resp
+            .bytes_stream()
+            .map(move |r| r.map_err(|e| transport_error(&Method::GET, &url, e)))
+            .boxed();
+        Ok(BlobStream {
+            content_length,
+            stream,
+        })
+    }
+
+    /// Size of a blob if the repository has it.
+    pub async fn head_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
+        match self.send(Method::HEAD, url, &Scope::Pull(repo), &|r| r).await {
+            Ok(resp) => Ok(Some(content_length(resp.headers()).unwrap_or(0))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts an upload, asking the registry to mount the blob from `mount_from` if given.
+    pub async fn start_upload(
+        &self,
+        repo: &RepoName,
+        mount: Option<(&Digest, &RepoName)>,
+    ) -> Result<UploadStart, RegistryError> {
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"))?;
+        if let Some((d, from)) = mount {
+            url.query_pairs_mut()
+                .append_pair("mount", &d.to_string())
+                .append_pair("from", from.as_str());
+        }
+        let resp = self
+            .send(Method::POST, url.clone(), &Scope::Push(repo), &|r| {
+                r.header(header::CONTENT_LENGTH, "0")
+            })
+            .await?;
+        if resp.status() == StatusCode::CREATED && mount.is_some() {
+            return Ok(UploadStart::Mounted);
+        }
+        let loc = header_str(resp.headers(), header::LOCATION.as_str()).ok_or_else(|| {
+            RegistryError::Protocol {
+                url: url.to_string(),
+                reason: "upload started without a Location".into(),
+            }
+        })?;
+        Ok(UploadStart::Location(url.join(&loc).map_err(|e| {
+            RegistryError::Protocol {
+                url: loc.clone(),
+                reason: e.to_string(),
+            }
+        })?))
+    }
+
+    /// Finishes an upload with one monolithic, streamed `PUT ?digest=` of `size` bytes. ECR's
+    /// chunked PATCH is unreliable, so this is the only upload path. Not retried here: the body
+    /// is a one-shot stream; the caller restarts the whole blob.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        location: Url,
+        digest: &Digest,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<(), RegistryError> {
+        let mut url = location;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let auth = self
+            .inner
+            .auth
+            .header(&self.inner.http, &Scope::Push(repo).render())
+            .await?;
+        let mut req = self
+            .inner
+            .http
+            .put(url.clone())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(header::CONTENT_LENGTH, size.to_string())
+            .body(body);
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport_error(&Method::PUT, &url, e))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        Err(status_error(&Method::PUT, &url, resp).await)
+    }
+
+    /// Pushes manifest bytes unchanged under `reference` and checks the digest the registry
+    /// computed.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{}", reference.as_path()))?;
+        let resp = self
+            .send(Method::PUT, url, &Scope::Push(repo), &|r| {
+                r.header(header::CONTENT_TYPE, media_type)
+                    .body(bytes.clone())
+            })
+            .await?;
+        let expected = Digest::of(&bytes);
+        if let Some(got) = header_str(resp.headers(), "docker-content-digest")
+            && got != expected.to_string()
+        {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest pushed to {repo}:{reference}"),
+                expected: expected.to_string(),
+                actual: got,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest (used by tests and drills; backup never deletes).
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let url = self.url(&format!("v2/{repo}/manifests/{digest}"))?;
+        self.send(Method::DELETE, url, &Scope::Push(repo), &|r| r)
+            .await
+            .map(|_| ())
+    }
+
+    /// All tags of a repository, following `Link` pagination. Raw strings: the caller validates
+    /// each one and reports those that fail.
+    pub async fn list_tags(&self, repo: &RepoName) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            tags: Option<Vec<String>>,
+        }
+        let first = self.url(&format!("v2/{repo}/tags/list?n=1000"))?;
+        self.paginate(first, &Scope::Pull(repo), |b: TagList| {
+            b.tags.unwrap_or_default()
+        })
+        .await
+    }
+
+    /// All repository names from `_catalog`, following `Link` pagination. Raw strings.
+    pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Catalog {
+            repositories: Option<Vec<String>>,
+        }
+        let first = self.url("v2/_catalog?n=1000")?;
+        self.paginate(first, &Scope::Catalog, |b: Catalog| {
+            b.repositories.unwrap_or_default()
+        })
+        .await
+    }
+
+    async fn paginate<T: serde::de::DeserializeOwned>(
+        &self,
+        first: Url,
+        scope: &Scope<'_>,
+        items: impl Fn(T) -> Vec<String>,
+    ) -> Result<Vec<String>, RegistryError> {
+        let mut out = Vec::new();
+        let mut next = Some(first);
+        let mut pages = 0;
+        while let Some(url) = next.take() {
+            pages += 1;
+            if pages > 100_000 {
+                return Err(RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: "pagination does not end".into(),
+                });
+            }
+            let resp = self.send(Method::GET, url.clone(), scope, &|r| r).await?;
+            next = next_link(resp.headers(), &url);
+            let bytes = read_limited(resp, 64 * 1024 * 1024, "listing", &url).await?;
+            let body: T =
+                serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+                    url: url.to_string(),
+                    reason: format!("unreadable listing: {e}"),
+                })?;
+            out.extend(items(body));
+        }
+        Ok(out)
+    }
+
+    /// Manifests that name `digest` as their subject: the referrers API, or, where the registry
+    /// has none (distribution 2.8, some ECR paths), the `sha256-<hex>` tag fallback index.
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Referrers, RegistryError> {
+        let url = self.url(&format!("v2/{repo}/referrers/{digest}"))?;
+        match self
+            .send(Method::GET, url.clone(), &Scope::Pull(repo), &|r| {
+                r.header(header::ACCEPT, crate::manifest::OCI_INDEX)
+            })
+            .await
+        {
+            Ok(resp)
+                if header_str(resp.headers(), header::CONTENT_TYPE.as_str())
+                    .is_some_and(|c| c.starts_with(crate::manifest::OCI_INDEX)) =>
+            {
+                let bytes = read_limited(resp, MAX_MANIFEST_BYTES, "referrers", &url).await?;
+                // The API's index is generated per request, so it has no digest to check.
+                let ix = Manifest::parse(&Digest::of(&bytes), None, bytes)?;
+                return Ok(Referrers {
+                    via_tag_schema: false,
+                    manifests: ix.references,
+                });
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.status(), Some(400 | 404 | 405)) => {}
+            Err(e) => return Err(e),
+        }
+        let tag = crate::reference::Tag::parse(&digest.referrers_tag())?;
+        match self.get_manifest(repo, &Reference::Tag(tag)).await {
+            Ok(m) if m.kind == crate::manifest::ManifestKind::Index => Ok(Referrers {
+                via_tag_schema: true,
+                manifests: m.references,
+            }),
+            Ok(_) => Ok(Referrers::default()),
+            Err(e) if e.is_not_found() => Ok(Referrers::default()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What `referrers` found, and how.
+#[derive(Debug, Default)]
+pub struct Referrers {
+    pub via_tag_schema: bool,
+    pub manifests: Vec<crate::manifest::Descriptor>,
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    header_str(h, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok())
+}
+
+/// `Link: </v2/…?last=x&n=100>; rel="next"`
+fn next_link(h: &HeaderMap, current: &Url) -> Option<Url> {
+    let link = header_str(h, header::LINK.as_str())?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        current.join(target).ok()
+    })
+}
+
+async fn read_limited(
+    resp: Response,
+    limit: u64,
+    what: &str,
+    url: &Url,
+) -> Result<Bytes, RegistryError> {
+    if resp.content_length().is_some_and(|l| l > limit) {
+        return Err(RegistryError::TooLarge {
+            what: what.to_owned(),
+            limit,
+        });
+    }
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transport_error(&Method::GET, url, e))?;
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                what: what.to_owned(),
+                limit,
+            });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn transport_error(method: &Method, url: &Url, e: reqwest::Error) -> RegistryError {
+    RegistryError::Transport {
+        method: method_name(method),
+        url: redact(url),
+        source: e,
+    }
+}
+
+async fn status_error(method: &Method, url: &Url, resp: Response) -> RegistryError {
+    let status = resp.status().as_u16();
+    let retry_after = header_str(resp.headers(), header::RETRY_AFTER.as_str())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    RegistryError::Status {
+        method: method_name(method),
+        url: redact(url),
+        status,
+        retry_after,
+        body,
+    }
+}
+
+/// Upload URLs and presigned redirects carry secrets in the query; keep them out of errors.
+fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        _ => "REQUEST",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn follows_link_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::LINK,
+            "</v2/a/tags/list?last=x&n=2>; rel=\"next\"".parse().unwrap(),
+        );
+        let cur = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
+        assert_eq!(
+            next_link(&h, &cur).unwrap().as_str(),
+            "http://127.0.0.1:5000/v2/a/tags/list?last=x&n=2"
+        );
+        assert!(next_link(&HeaderMap::new(), &cur).is_none());
+    }
+
+    #[test]
+    fn refuses_non_http_urls() {
+        let creds = Arc::new(crate::auth::StaticCredentials(None));
+        assert!(RegistryClient::new("file:///etc", creds.clone(), ClientOptions::default()).is_err());
+        assert!(RegistryClient::new("not a url", creds, ClientOptions::default()).is_err());
+    }
+}

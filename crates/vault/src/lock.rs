@@ -1,0 +1,132 @@
+//! Object Lock policy: which mode, how long, and when a reused object needs its lock extended.
+//!
+//! A snapshot taken at `now` needs every object it references locked until at least
+//! `now + retention`. New objects are locked until `now + retention + slack`; a reused object
+//! is extended only when its lock ends before `now + retention`, again to `+ slack`. With slack
+//! of a week, a blob reused every night is extended about once a week, not every night.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LockMode {
+    /// Nobody, root included, can shorten or remove the lock.
+    Compliance,
+    /// Holders of `s3:BypassGovernanceRetention` can; everyone else cannot.
+    Governance,
+}
+
+impl LockMode {
+    pub fn as_s3(self) -> aws_sdk_s3::types::ObjectLockMode {
+        match self {
+            LockMode::Compliance => aws_sdk_s3::types::ObjectLockMode::Compliance,
+            LockMode::Governance => aws_sdk_s3::types::ObjectLockMode::Governance,
+        }
+    }
+}
+
+impl LockMode {
+    pub fn as_retention_mode(self) -> aws_sdk_s3::types::ObjectLockRetentionMode {
+        match self {
+            LockMode::Compliance => aws_sdk_s3::types::ObjectLockRetentionMode::Compliance,
+            LockMode::Governance => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+        }
+    }
+}
+
+impl fmt::Display for LockMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LockMode::Compliance => "COMPLIANCE",
+            LockMode::Governance => "GOVERNANCE",
+        })
+    }
+}
+
+impl FromStr for LockMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "COMPLIANCE" => Ok(LockMode::Compliance),
+            "GOVERNANCE" => Ok(LockMode::Governance),
+            _ => Err(format!(
+                "lock mode must be COMPLIANCE or GOVERNANCE, not {s:?}"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockPolicy {
+    pub mode: LockMode,
+    pub retention_days: u32,
+    pub slack_days: u32,
+}
+
+impl Default for LockPolicy {
+    fn default() -> Self {
+        LockPolicy {
+            mode: LockMode::Compliance,
+            retention_days: 35,
+            slack_days: 7,
+        }
+    }
+}
+
+impl LockPolicy {
+    /// The lock a snapshot taken at `now` needs on everything it references.
+    pub fn required_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + Duration::days(i64::from(self.retention_days))
+    }
+
+    /// The lock to put on a new or extended object: the requirement plus slack.
+    pub fn write_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.required_until(now) + Duration::days(i64::from(self.slack_days))
+    }
+
+    /// Whether an object locked until `current` needs extending for a snapshot at `now`.
+    pub fn needs_extension(&self, current: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        current.is_none_or(|c| c < self.required_until(now))
+    }
+}
+
+/// Converts to the SDK's timestamp, at whole seconds (what S3 stores).
+pub fn to_s3_time(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_secs(t.timestamp())
+}
+
+pub fn from_s3_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extends_only_when_the_lock_would_end_too_early() {
+        let p = LockPolicy {
+            mode: LockMode::Compliance,
+            retention_days: 30,
+            slack_days: 7,
+        };
+        let now = Utc::now();
+        let written = p.write_until(now);
+        // Six nights later the slack still covers the requirement: no call needed.
+        assert!(!p.needs_extension(Some(written), now + Duration::days(6)));
+        // After the slack is used up, extension is due.
+        assert!(p.needs_extension(Some(written), now + Duration::days(8)));
+        assert!(p.needs_extension(None, now));
+    }
+
+    #[test]
+    fn parses_modes() {
+        assert_eq!("compliance".parse::<LockMode>().unwrap(), LockMode::Compliance);
+        assert_eq!("GOVERNANCE".parse::<LockMode>().unwrap(), LockMode::Governance);
+        assert!("legal".parse::<LockMode>().is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! Snapshot records: one immutable OCI index per run.
+//!
+//! Each captured `repository:tag` is a descriptor annotated with
+//! `org.opencontainers.image.ref.name`, so the index doubles as the `index.json` of a
+//! downloaded layout that skopeo, oras or crane can read. The run's metadata (source, filters,
+//! counts, failures, warnings) rides in the index annotations; stock tools ignore it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ecr_vault_registry::manifest::{OCI_INDEX, Platform};
+use ecr_vault_registry::{Descriptor, Digest, RepoName, Tag};
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::VaultError;
+
+pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const ANN_CREATED: &str = "org.opencontainers.image.created";
+pub const ANN_REPOSITORY: &str = "dev.ecr-vault.repository";
+pub const ANN_TAG: &str = "dev.ecr-vault.tag";
+pub const ANN_PUSHED_AT: &str = "dev.ecr-vault.pushed-at";
+pub const ANN_ROLE: &str = "dev.ecr-vault.role";
+pub const ANN_SUBJECT: &str = "dev.ecr-vault.subject";
+pub const ANN_SNAPSHOT: &str = "dev.ecr-vault.snapshot";
+pub const ANN_RUN: &str = "dev.ecr-vault.run";
+
+/// `YYYYMMDDTHHMMSSZ-<6 hex>`: sorts by time, unique across concurrent runs.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SnapshotId(String);
+
+impl SnapshotId {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        let suffix: u32 = rand::rng().random_range(0..0x100_0000);
+        SnapshotId(format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ")))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, VaultError> {
+        let bad = || VaultError::Malformed {
+            key: s.chars().take(80).collect(),
+            reason: "snapshot ids look like 20261124T020000Z-a1b2c3".into(),
+        };
+        let (time, suffix) = s.split_once('-').ok_or_else(bad)?;
+        if suffix.len() != 6 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").map_err(|_| bad())?;
+        Ok(SnapshotId(s.to_owned()))
+    }
+
+    /// The time the id encodes.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        let (time, _) = self.0.split_once('-')?;
+        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ")
+            .ok()
+            .map(|t| t.and_utc())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for SnapshotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SnapshotId {
+    type Error = VaultError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        SnapshotId::parse(&s)
+    }
+}
+
+impl From<SnapshotId> for String {
+    fn from(s: SnapshotId) -> String {
+        s.0
+    }
+}
+
+/// Why an entry is in the snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// An image (or index) listed in the source registry.
+    Image,
+    /// A manifest whose `subject` is another captured image (signature, SBOM, attestation).
+    Referrer,
+}
+
+/// One captured manifest under one name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub repository: RepoName,
+    pub tag: Option<Tag>,
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub platform: Option<Platform>,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub role: Role,
+    pub subject: Option<Digest>,
+}
+
+/// An image that could not be captured, and why. Strings are kept as given (escaped) because
+/// the failure may be that they were invalid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub repository: String,
+    pub reference: String,
+    pub error: String,
+}
+
+/// Totals for one run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub images: u64,
+    pub images_copied: u64,
+    pub images_unchanged: u64,
+    pub images_failed: u64,
+    pub images_skipped: u64,
+    pub blobs_written: u64,
+    pub blobs_existing: u64,
+    pub bytes_written: u64,
+    pub lock_extensions: u64,
+}
+
+/// The run metadata kept in the index's `dev.ecr-vault.run` annotation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInfo {
+    /// `scheduled`, `push`, `manual`, `work-item`.
+    pub trigger: String,
+    pub source: String,
+    pub filters: serde_json::Value,
+    pub complete: bool,
+    pub counts: Counts,
+    #[serde(default)]
+    pub failures: Vec<Failure>,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Digest of the recorded repository settings document, if captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repositories: Option<Digest>,
+    pub retain_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub created: DateTime<Utc>,
+    pub images: Vec<ImageRecord>,
+    pub run: RunInfo,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexDoc {
+    schema_version: u32,
+    media_type: String,
+    manifests: Vec<IndexEntry>,
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexEntry {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    platform: Option<Platform>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Snapshot {
+    /// The exact bytes stored in the vault (deterministic: sorted annotations, stable order).
+    pub fn to_bytes(&self) -> Result<Bytes, VaultError> {
+        let manifests = self
+            .images
+            .iter()
+            .map(|r| {
+                let mut a = BTreeMap::new();
+                a.insert(ANN_REPOSITORY.to_owned(), r.repository.to_string());
+                if let Some(t) = &r.tag {
+                    a.insert(ANN_REF_NAME.to_owned(), format!("{}:{t}", r.repository));
+                    a.insert(ANN_TAG.to_owned(), t.to_string());
+                }
+                if let Some(p) = r.pushed_at {
+                    a.insert(ANN_PUSHED_AT.to_owned(), ts(p));
+                }
+                a.insert(
+                    ANN_ROLE.to_owned(),
+                    match r.role {
+                        Role::Image => "image",
+                        Role::Referrer => "referrer",
+                    }
+                    .to_owned(),
+                );
+                if let Some(s) = &r.subject {
+                    a.insert(ANN_SUBJECT.to_owned(), s.to_string());
+                }
+                IndexEntry {
+                    media_type: r.media_type.clone(),
+                    digest: r.digest.clone(),
+                    size: r.size,
+                    platform: r.platform.clone(),
+                    annotations: a,
+                }
+            })
+            .collect();
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANN_CREATED.to_owned(), ts(self.created));
+        annotations.insert(ANN_SNAPSHOT.to_owned(), self.id.to_string());
+        annotations.insert(
+            ANN_RUN.to_owned(),
+            serde_json::to_string(&self.run).map_err(|e| VaultError::Config(e.to_string()))?,
+        );
+        let doc = IndexDoc {
+            schema_version: 2,
+            media_type: OCI_INDEX.to_owned(),
+            manifests,
+            annotations,
+        };
+        serde_json::to_vec(&doc)
+            .map(Bytes::from)
+            .map_err(|e| VaultError::Config(e.to_string()))
+    }
+
+    /// Reads a stored snapshot back. Every name and digest is re-validated.
+    pub fn from_bytes(key: &str, bytes: &[u8]) -> Result<Self, VaultError> {
+        let bad = |reason: String| VaultError::Malformed {
+            key: key.to_owned(),
+            reason,
+        };
+        let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let id = doc
+            .annotations
+            .get(ANN_SNAPSHOT)
+            .ok_or_else(|| bad("no snapshot id annotation".into()))
+            .and_then(|s| SnapshotId::parse(s))?;
+        let created = doc
+            .annotations
+            .get(ANN_CREATED)
+            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
+            .map(|c| c.with_timezone(&Utc))
+            .ok_or_else(|| bad("no creation time".into()))?;
+        let run: RunInfo = match doc.annotations.get(ANN_RUN) {
+            Some(r) => serde_json::from_str(r).map_err(|e| bad(format!("run metadata: {e}")))?,
+            None => RunInfo::default(),
+        };
+        let images = doc
+            .manifests
+            .into_iter()
+            .map(|e| {
+                let a = &e.annotations;
+                let repository = a
+                    .get(ANN_REPOSITORY)
+                    .ok_or_else(|| bad(format!("{} has no repository", e.digest)))
+                    .and_then(|r| RepoName::parse(r).map_err(|err| bad(err.to_string())))?;
+                let tag = a
+                    .get(ANN_TAG)
+                    .map(|t| Tag::parse(t).map_err(|err| bad(err.to_string())))
+                    .transpose()?;
+                Ok(ImageRecord {
+                    repository,
+                    tag,
+                    media_type: e.media_type,
+                    digest: e.digest,
+                    size: e.size,
+                    platform: e.platform,
+                    pushed_at: a
+                        .get(ANN_PUSHED_AT)
+                        .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
+                        .map(|p| p.with_timezone(&Utc)),
+                    role: match a.get(ANN_ROLE).map(String::as_str) {
+                        Some("referrer") => Role::Referrer,
+                        _ => Role::Image,
+                    },
+                    subject: a.get(ANN_SUBJECT).and_then(|s| Digest::parse(s).ok()),
+                })
+            })
+            .collect::<Result<Vec<_>, VaultError>>()?;
+        Ok(Snapshot {
+            id,
+            created,
+            images,
+            run,
+        })
+    }
+}
+
+impl ImageRecord {
+    /// A descriptor for this record's manifest.
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            platform: self.platform.clone(),
+            artifact_type: None,
+            urls: Vec::new(),
+            annotations: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Snapshot {
+            id: SnapshotId::new(now),
+            created: now,
+            images: vec![ImageRecord {
+                repository: RepoName::parse("team/app/api").unwrap(),
+                tag: Some(Tag::parse("v1").unwrap()),
+                media_type: ecr_vault_registry::manifest::OCI_MANIFEST.into(),
+                digest: Digest::of(b"m"),
+                size: 1,
+                platform: None,
+                pushed_at: Some(now),
+                role: Role::Image,
+                subject: None,
+            }],
+            run: RunInfo {
+                trigger: "manual".into(),
+                complete: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn snapshot_is_a_valid_oci_index_and_round_trips() {
+        let s = sample();
+        let bytes = s.to_bytes().unwrap();
+        let ix = oci_spec::image::ImageIndex::from_reader(&bytes[..]).unwrap();
+        let ann = ix.manifests()[0].annotations().as_ref().unwrap();
+        assert_eq!(ann[ANN_REF_NAME], "team/app/api:v1");
+        assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
+        assert_eq!(s.to_bytes().unwrap(), bytes, "serialization is deterministic");
+    }
+
+    #[test]
+    fn snapshot_ids_sort_by_time_and_validate() {
+        let id = SnapshotId::parse("20261124T020000Z-abc123").unwrap();
+        assert_eq!(id.time().unwrap().to_rfc3339(), "2026-11-24T02:00:00+00:00");
+        assert!(SnapshotId::parse("../../x").is_err());
+        assert!(SnapshotId::parse("20261124T020000Z-zz").is_err());
+    }
+}

@@ -1,0 +1,350 @@
+//! The vault: an S3 bucket with Object Lock holding an OCI image layout.
+//!
+//! Every write is conditional (`If-None-Match: *`), carries an explicit checksum we computed,
+//! and is locked on the write itself. Blob writes verify sha256 and size while the bytes
+//! stream, and only a verified blob ever becomes visible (see [`crate::upload`]).
+
+use std::sync::Arc;
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ObjectLockRetention, StorageClass};
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use ecr_vault_registry::Digest;
+use tokio::sync::Semaphore;
+
+use crate::error::VaultError;
+use crate::location::VaultLocation;
+use crate::lock::{LockMode, LockPolicy, from_s3_time, to_s3_time};
+
+/// Tuning for writes. Peak buffer memory is `part_size × parts_in_flight`, whatever the blob
+/// sizes.
+#[derive(Clone, Debug)]
+pub struct VaultOptions {
+    pub lock: LockPolicy,
+    /// Size of one multipart part, and the largest blob sent as a single PUT.
+    pub part_size: usize,
+    /// Part buffers alive at once across all uploads of this vault handle.
+    pub parts_in_flight: usize,
+    /// Storage class for blobs; manifests, indexes and snapshots always stay STANDARD because
+    /// they are read on every run.
+    pub blob_storage_class: Option<StorageClass>,
+}
+
+impl Default for VaultOptions {
+    fn default() -> Self {
+        VaultOptions {
+            lock: LockPolicy::default(),
+            part_size: 16 * 1024 * 1024,
+            parts_in_flight: 6,
+            blob_storage_class: None,
+        }
+    }
+}
+
+/// State of an object already in the vault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectState {
+    pub size: u64,
+    pub retain_until: Option<DateTime<Utc>>,
+    pub mode: Option<LockMode>,
+    pub version_id: Option<String>,
+}
+
+/// A handle on one vault. Cheap to clone.
+#[derive(Clone)]
+pub struct Vault {
+    pub(crate) s3: aws_sdk_s3::Client,
+    pub(crate) loc: VaultLocation,
+    pub(crate) opts: VaultOptions,
+    pub(crate) part_permits: Arc<Semaphore>,
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The object was written now.
+    Written,
+    /// It was already there (found by HEAD or by a lost conditional write).
+    Existed,
+}
+
+impl Vault {
+    pub fn new(s3: aws_sdk_s3::Client, loc: VaultLocation, opts: VaultOptions) -> Result<Self, VaultError> {
+        const MIN_PART: usize = 5 * 1024 * 1024;
+        if opts.part_size < MIN_PART || opts.part_size > 512 * 1024 * 1024 {
+            return Err(VaultError::Config(format!(
+                "part size {} is outside S3's 5 MiB minimum and our 512 MiB maximum",
+                opts.part_size
+            )));
+        }
+        if opts.parts_in_flight == 0 {
+            return Err(VaultError::Config("parts in flight must be at least 1".into()));
+        }
+        if opts.lock.retention_days == 0 {
+            return Err(VaultError::Config("retention must be at least 1 day".into()));
+        }
+        let permits = Arc::new(Semaphore::new(opts.parts_in_flight));
+        Ok(Vault {
+            s3,
+            loc,
+            opts,
+            part_permits: permits,
+        })
+    }
+
+    pub fn location(&self) -> &VaultLocation {
+        &self.loc
+    }
+
+    pub fn options(&self) -> &VaultOptions {
+        &self.opts
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// HEAD a key: size and lock, or `None` when absent.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectState>, VaultError> {
+        match self
+            .s3
+            .head_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(ObjectState {
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                retain_until: out.object_lock_retain_until_date().and_then(from_s3_time),
+                mode: out.object_lock_mode().and_then(|m| m.as_str().parse().ok()),
+                version_id: out.version_id().map(str::to_owned),
+            })),
+            Err(e) => {
+                let err = VaultError::s3("HeadObject", &self.loc.bucket, key, e);
+                if err.is_not_found() { Ok(None) } else { Err(err) }
+            }
+        }
+    }
+
+    pub async fn head_blob(&self, digest: &Digest) -> Result<Option<ObjectState>, VaultError> {
+        self.head(&self.loc.blob_key(digest)).await
+    }
+
+    /// Reads the lock with GetObjectRetention, for servers whose HEAD omits it.
+    pub async fn retention(&self, key: &str) -> Result<Option<(LockMode, DateTime<Utc>)>, VaultError> {
+        match self
+            .s3
+            .get_object_retention()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.retention().and_then(|r| {
+                let mode = r.mode()?.as_str().parse().ok()?;
+                let until = r.retain_until_date().and_then(from_s3_time)?;
+                Some((mode, until))
+            })),
+            Err(e) => {
+                let err = VaultError::s3("GetObjectRetention", &self.loc.bucket, key, e);
+                if err.is_not_found()
+                    || matches!(&err, VaultError::S3 { code: Some(c), .. } if c == "NoSuchObjectLockConfiguration")
+                {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Makes sure `key` stays locked for a snapshot taken at `now`. Extends (never shortens)
+    /// the lock, with slack, only when it would end too early. Returns whether a call was made.
+    pub async fn ensure_locked(
+        &self,
+        key: &str,
+        state: &ObjectState,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        let policy = &self.opts.lock;
+        let current = match state.retain_until {
+            Some(t) => Some(t),
+            None => self.retention(key).await?.map(|(_, t)| t),
+        };
+        if !policy.needs_extension(current, now) {
+            return Ok(false);
+        }
+        // The mode of an existing COMPLIANCE lock cannot change; keep whatever the object has.
+        let mode = state.mode.unwrap_or(policy.mode);
+        let until = policy.write_until(now);
+        let mut req = self
+            .s3
+            .put_object_retention()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(mode.as_retention_mode())
+                    .retain_until_date(to_s3_time(until))
+                    .build(),
+            );
+        if let Some(v) = &state.version_id {
+            req = req.version_id(v);
+        }
+        req.send()
+            .await
+            .map_err(|e| VaultError::s3("PutObjectRetention", &self.loc.bucket, key, e))?;
+        tracing::debug!(key, %until, "extended object lock");
+        Ok(true)
+    }
+
+    /// Writes a small document (manifest, index, snapshot) whose bytes are already in memory,
+    /// once: HEAD first, then a conditional, locked PUT whose `x-amz-checksum-sha256` is the
+    /// content digest, so S3 re-verifies it.
+    pub async fn put_document(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        now: DateTime<Utc>,
+    ) -> Result<WriteOutcome, VaultError> {
+        if let Some(state) = self.head(key).await? {
+            if state.size != bytes.len() as u64 {
+                return Err(VaultError::Corrupt {
+                    key: key.to_owned(),
+                    reason: format!(
+                        "already exists with {} bytes, expected {}",
+                        state.size,
+                        bytes.len()
+                    ),
+                });
+            }
+            self.ensure_locked(key, &state, now).await?;
+            return Ok(WriteOutcome::Existed);
+        }
+        self.put_once(key, bytes, content_type, None, now).await
+    }
+
+    /// The conditional, locked single PUT shared by documents and small blobs.
+    pub(crate) async fn put_once(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        storage_class: Option<StorageClass>,
+        now: DateTime<Utc>,
+    ) -> Result<WriteOutcome, VaultError> {
+        let digest = Digest::of(&bytes);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(digest.raw());
+        let len = bytes.len() as i64;
+        let mut req = self
+            .s3
+            .put_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(len)
+            .checksum_sha256(checksum)
+            .if_none_match("*")
+            .object_lock_mode(self.opts.lock.mode.as_s3())
+            .object_lock_retain_until_date(to_s3_time(self.opts.lock.write_until(now)))
+            .body(ByteStream::from(bytes));
+        if let Some(sc) = storage_class {
+            req = req.storage_class(sc);
+        }
+        match req.send().await {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(e) => {
+                let err = VaultError::s3("PutObject", &self.loc.bucket, key, e);
+                if err.is_precondition_failed() {
+                    Ok(WriteOutcome::Existed)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Reads a whole small object (documents, snapshots) with a size cap.
+    pub async fn get_document(&self, key: &str, limit: u64) -> Result<Option<Bytes>, VaultError> {
+        let out = match self
+            .s3
+            .get_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                let err = VaultError::s3("GetObject", &self.loc.bucket, key, e);
+                return if err.is_not_found() { Ok(None) } else { Err(err) };
+            }
+        };
+        if out.content_length().unwrap_or(0) as u64 > limit {
+            return Err(VaultError::Malformed {
+                key: key.to_owned(),
+                reason: format!("larger than {limit} bytes"),
+            });
+        }
+        let body = out.body.collect().await.map_err(|e| VaultError::S3 {
+            op: "GetObject",
+            bucket: self.loc.bucket.clone(),
+            key: key.to_owned(),
+            status: None,
+            code: None,
+            message: e.to_string(),
+        })?;
+        Ok(Some(body.into_bytes()))
+    }
+
+    /// Streams an object's body (restore, deep verify).
+    pub async fn get_stream(&self, key: &str) -> Result<(u64, ByteStream), VaultError> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.loc.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| VaultError::s3("GetObject", &self.loc.bucket, key, e))?;
+        Ok((out.content_length().unwrap_or(0).max(0) as u64, out.body))
+    }
+
+    /// Writes `oci-layout` once, so the vault is an OCI image layout from its first run.
+    pub async fn ensure_layout(&self, now: DateTime<Utc>) -> Result<(), VaultError> {
+        let key = self.loc.layout_key();
+        self.put_document(
+            &key,
+            Bytes::from_static(br#"{"imageLayoutVersion":"1.0.0"}"#),
+            "application/json",
+            now,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Keys under a prefix (one page at a time, all pages).
+    pub async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, VaultError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.loc.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| VaultError::s3("ListObjectsV2", &self.loc.bucket, prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push((k.to_owned(), o.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
