@@ -1,0 +1,1481 @@
+//! Least-privilege checks on the IAM in `template.yaml` and `templates/vault-account.yaml`.
+//!
+//! The templates are parsed as YAML with their CloudFormation short-form tags (`!Ref`, `!Sub`,
+//! `!GetAtt`, `!If`, ...), turned into the long form (`{"Ref": ...}`), and every policy
+//! statement is expanded over both branches of each `Fn::If`. A small evaluator then answers
+//! "may this principal do this action on this resource?" the way IAM does for one policy:
+//!
+//! - an explicit Deny wins, but only counts when it applies in **every** branch of the template
+//!   and its conditions are known to hold (a Deny that might be absent protects nothing);
+//! - an Allow counts as soon as it applies in **any** branch and its conditions might hold
+//!   (worst case);
+//! - actions match case-insensitively with `*` and `?`; resources and ARNs case-sensitively;
+//! - `NotAction` is evaluated; `NotResource` and `NotPrincipal` are refused (panic), so a
+//!   template that starts using them fails loudly here instead of being misjudged.
+//!
+//! Besides the decision table, two lints catch drift: an Allow may never name a forbidden
+//! action (even if a Deny currently masks it), and a role may not be allowed any action outside
+//! its expected list. The negative tests inject a bad statement in memory and expect a report.
+
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+// ------------------------------------------------------------------------------------------
+// Loading: YAML with CloudFormation tags -> JSON long form
+// ------------------------------------------------------------------------------------------
+
+fn repo_file(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .join(rel)
+}
+
+fn load_template(rel: &str) -> Json {
+    let path = repo_file(rel);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let yaml: serde_norway::Value =
+        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+    yaml_to_json(&yaml)
+}
+
+fn yaml_to_json(v: &serde_norway::Value) -> Json {
+    use serde_norway::Value as Y;
+    match v {
+        Y::Null => Json::Null,
+        Y::Bool(b) => Json::Bool(*b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                json!(i)
+            } else if let Some(u) = n.as_u64() {
+                json!(u)
+            } else {
+                json!(n.as_f64())
+            }
+        }
+        Y::String(s) => Json::String(s.clone()),
+        Y::Sequence(items) => Json::Array(items.iter().map(yaml_to_json).collect()),
+        Y::Mapping(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                let key = match yaml_to_json(k) {
+                    Json::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(key, yaml_to_json(v));
+            }
+            Json::Object(out)
+        }
+        Y::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!');
+            let inner = yaml_to_json(&t.value);
+            let (key, value) = match name {
+                "Ref" => ("Ref".to_string(), inner),
+                "Condition" => ("Condition".to_string(), inner),
+                "GetAtt" => {
+                    let value = match inner {
+                        Json::String(s) => {
+                            let (res, attr) = s.split_once('.').unwrap_or((s.as_str(), ""));
+                            json!([res, attr])
+                        }
+                        other => other,
+                    };
+                    ("Fn::GetAtt".to_string(), value)
+                }
+                other => (format!("Fn::{other}"), inner),
+            };
+            let mut m = Map::new();
+            m.insert(key, value);
+            Json::Object(m)
+        }
+    }
+}
+
+fn is_no_value(v: &Json) -> bool {
+    v.get("Ref").and_then(Json::as_str) == Some("AWS::NoValue")
+}
+
+/// Every resolution of the `Fn::If`s inside `v`; `None` means "absent" (`AWS::NoValue`).
+fn expand_ifs(v: &Json) -> Vec<Option<Json>> {
+    if is_no_value(v) {
+        return vec![None];
+    }
+    match v {
+        Json::Object(m) => {
+            if let Some(args) = m.get("Fn::If").and_then(Json::as_array) {
+                assert!(m.len() == 1 && args.len() == 3, "malformed Fn::If: {v}");
+                let mut out = expand_ifs(&args[1]);
+                out.extend(expand_ifs(&args[2]));
+                return out;
+            }
+            let mut acc: Vec<Map<String, Json>> = vec![Map::new()];
+            for (k, child) in m {
+                let options = expand_ifs(child);
+                let mut next = Vec::new();
+                for partial in &acc {
+                    for opt in &options {
+                        let mut p = partial.clone();
+                        if let Some(val) = opt {
+                            p.insert(k.clone(), val.clone());
+                        }
+                        next.push(p);
+                    }
+                }
+                acc = next;
+            }
+            acc.into_iter().map(|m| Some(Json::Object(m))).collect()
+        }
+        Json::Array(items) => {
+            let mut acc: Vec<Vec<Json>> = vec![Vec::new()];
+            for item in items {
+                let options = expand_ifs(item);
+                let mut next = Vec::new();
+                for partial in &acc {
+                    for opt in &options {
+                        let mut p = partial.clone();
+                        if let Some(val) = opt {
+                            p.push(val.clone());
+                        }
+                        next.push(p);
+                    }
+                }
+                acc = next;
+            }
+            acc.into_iter().map(|a| Some(Json::Array(a))).collect()
+        }
+        _ => vec![Some(v.clone())],
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Rendering intrinsics to strings with placeholders
+// ------------------------------------------------------------------------------------------
+
+/// How `Ref`/`GetAtt` render: explicit substitutions first, then parameter defaults (when
+/// non-empty), then `{Name}` placeholders.
+struct Renderer {
+    subs: HashMap<String, String>,
+    param_defaults: HashMap<String, String>,
+}
+
+impl Renderer {
+    fn new(template: &Json, subs: &[(&str, &str)]) -> Self {
+        let mut param_defaults = HashMap::new();
+        if let Some(params) = template.get("Parameters").and_then(Json::as_object) {
+            for (name, p) in params {
+                let default = match p.get("Default") {
+                    Some(Json::String(s)) => s.clone(),
+                    Some(Json::Number(n)) => n.to_string(),
+                    _ => String::new(),
+                };
+                if !default.is_empty() {
+                    param_defaults.insert(name.clone(), default);
+                }
+            }
+        }
+        let mut all: HashMap<String, String> = [
+            ("AWS::Partition", "aws"),
+            ("AWS::Region", "us-east-1"),
+            ("AWS::AccountId", "123456789012"),
+            ("AWS::URLSuffix", "amazonaws.com"),
+            ("AWS::StackName", "ecr-vault"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in subs {
+            all.insert((*k).to_string(), (*v).to_string());
+        }
+        Renderer {
+            subs: all,
+            param_defaults,
+        }
+    }
+
+    fn name(&self, name: &str) -> String {
+        if let Some(v) = self.subs.get(name) {
+            return v.clone();
+        }
+        if let Some(v) = self.param_defaults.get(name) {
+            return v.clone();
+        }
+        format!("{{{name}}}")
+    }
+
+    /// Renders a scalar or a list (after `Fn::If` expansion) to its string values.
+    fn strings(&self, v: &Json) -> Vec<String> {
+        match v {
+            Json::Array(items) => items.iter().flat_map(|i| self.strings(i)).collect(),
+            other => vec![self.string(other)],
+        }
+    }
+
+    fn string(&self, v: &Json) -> String {
+        match v {
+            Json::String(s) => s.clone(),
+            Json::Number(n) => n.to_string(),
+            Json::Bool(b) => b.to_string(),
+            Json::Object(m) if m.len() == 1 => {
+                let (k, arg) = m.iter().next().expect("one entry");
+                match k.as_str() {
+                    "Ref" => self.name(arg.as_str().expect("Ref takes a name")),
+                    "Fn::GetAtt" => {
+                        let parts: Vec<&str> = arg
+                            .as_array()
+                            .expect("GetAtt list")
+                            .iter()
+                            .filter_map(Json::as_str)
+                            .collect();
+                        self.name(&parts.join("."))
+                    }
+                    "Fn::Sub" => self.sub(arg),
+                    "Fn::Join" => {
+                        let a = arg.as_array().expect("Join args");
+                        let sep = a[0].as_str().unwrap_or("");
+                        let parts: Vec<String> = self.strings(&a[1]);
+                        parts.join(sep)
+                    }
+                    "Fn::Select" => {
+                        // Only the idiom "account id of an ARN" is understood.
+                        let a = arg.as_array().expect("Select args");
+                        let split = a[1].get("Fn::Split").and_then(Json::as_array);
+                        match (a[0].as_u64(), split) {
+                            (Some(4), Some(s)) if s[0] == ":" => {
+                                format!("{}#account", self.string(&s[1]))
+                            }
+                            _ => "{Select}".to_string(),
+                        }
+                    }
+                    other => format!("{{{other}}}"),
+                }
+            }
+            other => panic!("cannot render {other}"),
+        }
+    }
+
+    fn sub(&self, arg: &Json) -> String {
+        let (text, vars) = match arg {
+            Json::String(s) => (s.as_str(), None),
+            Json::Array(a) => (a[0].as_str().expect("Sub text"), a.get(1)),
+            other => panic!("bad Fn::Sub {other}"),
+        };
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closing brace") + start;
+            let var = &rest[start + 2..end];
+            let value = match vars.and_then(|v| v.get(var)) {
+                Some(v) => self.string(v),
+                None => self.name(var),
+            };
+            out.push_str(&value);
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Policy model and evaluator
+// ------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Allow,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tri {
+    True,
+    False,
+    Unknown,
+}
+
+/// One statement after `Fn::If` expansion and rendering.
+#[derive(Clone, Debug)]
+struct Stmt {
+    sid: String,
+    effect: Effect,
+    actions: Vec<String>,
+    not_action: bool,
+    resources: Vec<String>,
+    /// `None`: identity policy (no Principal element).
+    principals: Option<Vec<String>>,
+    /// operator -> key -> values
+    conditions: Vec<(String, String, Vec<String>)>,
+}
+
+/// A statement as written: one alternative per template branch; `None` = absent there.
+#[derive(Clone, Debug)]
+struct Written {
+    alternatives: Vec<Option<Stmt>>,
+}
+
+#[derive(Clone, Debug)]
+struct Policy {
+    name: String,
+    statements: Vec<Written>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Request {
+    action: String,
+    resource: String,
+    principal_arn: String,
+    principal_account: String,
+    /// Condition keys known for this request: `Some(v)` present, `None` known absent.
+    /// Keys not listed are unknown.
+    keys: HashMap<String, Option<String>>,
+}
+
+impl Request {
+    fn new(action: &str, resource: &str) -> Self {
+        let mut keys = HashMap::new();
+        keys.insert("aws:SecureTransport".to_string(), Some("true".to_string()));
+        Request {
+            action: action.to_string(),
+            resource: resource.to_string(),
+            principal_arn: "{self}".to_string(),
+            principal_account: "123456789012".to_string(),
+            keys,
+        }
+    }
+    fn by(mut self, principal_arn: &str, account: &str) -> Self {
+        self.principal_arn = principal_arn.to_string();
+        self.principal_account = account.to_string();
+        self
+    }
+    fn with_key(mut self, key: &str, value: Option<&str>) -> Self {
+        self.keys
+            .insert(key.to_string(), value.map(|v| v.to_string()));
+        self
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Allowed,
+    ExplicitlyDenied,
+    ImplicitlyDenied,
+}
+
+/// IAM-style wildcard match: `*` any run, `?` one character.
+fn glob(pattern: &str, text: &str, case_insensitive: bool) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = if case_insensitive {
+        (
+            pattern.to_lowercase().chars().collect(),
+            text.to_lowercase().chars().collect(),
+        )
+    } else {
+        (pattern.chars().collect(), text.chars().collect())
+    };
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn and(a: Tri, b: Tri) -> Tri {
+    match (a, b) {
+        (Tri::False, _) | (_, Tri::False) => Tri::False,
+        (Tri::True, Tri::True) => Tri::True,
+        _ => Tri::Unknown,
+    }
+}
+
+impl Stmt {
+    fn matches_action(&self, action: &str) -> bool {
+        let hit = self.actions.iter().any(|p| glob(p, action, true));
+        hit != self.not_action
+    }
+
+    fn matches_resource(&self, resource: &str) -> bool {
+        self.resources.iter().any(|p| glob(p, resource, false))
+    }
+
+    fn matches_principal(&self, req: &Request) -> bool {
+        match &self.principals {
+            None => true,
+            Some(ps) => ps.iter().any(|p| {
+                p == "*"
+                    || glob(p, &req.principal_arn, false)
+                    || *p == format!("arn:aws:iam::{}:root", req.principal_account)
+            }),
+        }
+    }
+
+    fn condition(&self, req: &Request) -> Tri {
+        let mut acc = Tri::True;
+        for (op, key, values) in &self.conditions {
+            acc = and(acc, eval_condition(op, key, values, req));
+        }
+        acc
+    }
+
+    fn applies(&self, req: &Request) -> Tri {
+        if !(self.matches_action(&req.action)
+            && self.matches_resource(&req.resource)
+            && self.matches_principal(req))
+        {
+            return Tri::False;
+        }
+        self.condition(req)
+    }
+}
+
+fn eval_condition(op: &str, key: &str, values: &[String], req: &Request) -> Tri {
+    let actual: Option<Option<String>> = match key {
+        "aws:PrincipalArn" => Some(Some(req.principal_arn.clone())),
+        "aws:PrincipalAccount" => Some(Some(req.principal_account.clone())),
+        _ => req.keys.get(key).cloned(),
+    };
+    let Some(actual) = actual else {
+        return Tri::Unknown;
+    };
+    let base = op.trim_end_matches("IfExists");
+    if base == "Null" {
+        let want_absent = values.iter().any(|v| v == "true");
+        return if actual.is_none() == want_absent {
+            Tri::True
+        } else {
+            Tri::False
+        };
+    }
+    let Some(actual) = actual else {
+        // Key absent: positive operators fail, negated ones match (IAM semantics);
+        // ...IfExists operators match.
+        let negated = base.contains("Not");
+        return if negated || op.ends_with("IfExists") {
+            Tri::True
+        } else {
+            Tri::False
+        };
+    };
+    let r = match base {
+        "StringEquals" | "ArnEquals" | "Bool" => values.contains(&actual),
+        "StringEqualsIgnoreCase" => values.iter().any(|v| v.eq_ignore_ascii_case(&actual)),
+        "StringLike" | "ArnLike" => values.iter().any(|v| glob(v, &actual, false)),
+        "StringNotEquals" | "ArnNotEquals" => !values.contains(&actual),
+        "StringNotLike" | "ArnNotLike" => !values.iter().any(|v| glob(v, &actual, false)),
+        "NumericGreaterThan"
+        | "NumericLessThan"
+        | "NumericGreaterThanEquals"
+        | "NumericLessThanEquals"
+        | "NumericEquals" => {
+            let a: f64 = match actual.parse() {
+                Ok(a) => a,
+                Err(_) => return Tri::Unknown,
+            };
+            let mut any = false;
+            for v in values {
+                let Ok(b) = v.parse::<f64>() else {
+                    return Tri::Unknown;
+                };
+                any |= match base {
+                    "NumericGreaterThan" => a > b,
+                    "NumericLessThan" => a < b,
+                    "NumericGreaterThanEquals" => a >= b,
+                    "NumericLessThanEquals" => a <= b,
+                    _ => a == b,
+                };
+            }
+            any
+        }
+        _ => return Tri::Unknown,
+    };
+    if r { Tri::True } else { Tri::False }
+}
+
+impl Policy {
+    fn decide(&self, req: &Request) -> Decision {
+        let denied = self.statements.iter().any(|w| {
+            w.alternatives.iter().all(|alt| {
+                alt.as_ref()
+                    .is_some_and(|s| s.effect == Effect::Deny && s.applies(req) == Tri::True)
+            })
+        });
+        if denied {
+            return Decision::ExplicitlyDenied;
+        }
+        let allowed = self.statements.iter().any(|w| {
+            w.alternatives
+                .iter()
+                .flatten()
+                .any(|s| s.effect == Effect::Allow && s.applies(req) != Tri::False)
+        });
+        if allowed {
+            Decision::Allowed
+        } else {
+            Decision::ImplicitlyDenied
+        }
+    }
+
+    fn allow_statements(&self) -> impl Iterator<Item = &Stmt> {
+        self.statements
+            .iter()
+            .flat_map(|w| w.alternatives.iter().flatten())
+            .filter(|s| s.effect == Effect::Allow)
+    }
+
+    /// Appends a statement given in CloudFormation JSON (the negative tests use this).
+    fn inject(&mut self, r: &Renderer, statement: Json) {
+        self.statements.push(parse_statement(r, &statement));
+    }
+
+    fn remove_denies(&mut self) {
+        self.statements.retain(|w| {
+            !w.alternatives
+                .iter()
+                .flatten()
+                .any(|s| s.effect == Effect::Deny)
+        });
+    }
+}
+
+fn string_list(r: &Renderer, v: Option<&Json>) -> Vec<String> {
+    match v {
+        None => Vec::new(),
+        Some(v) => r.strings(v),
+    }
+}
+
+fn parse_statement(r: &Renderer, written: &Json) -> Written {
+    let alternatives = expand_ifs(written)
+        .into_iter()
+        .map(|alt| alt.map(|s| render_statement(r, &s)))
+        .collect();
+    Written { alternatives }
+}
+
+fn render_statement(r: &Renderer, s: &Json) -> Stmt {
+    for refused in ["NotResource", "NotPrincipal"] {
+        assert!(
+            s.get(refused).is_none(),
+            "{refused} is not supported by this checker: {s}"
+        );
+    }
+    let effect = match s.get("Effect").and_then(Json::as_str) {
+        Some("Allow") => Effect::Allow,
+        Some("Deny") => Effect::Deny,
+        other => panic!("statement without a valid Effect ({other:?}): {s}"),
+    };
+    let (actions, not_action) = match (s.get("Action"), s.get("NotAction")) {
+        (Some(a), None) => (string_list(r, Some(a)), false),
+        (None, Some(a)) => (string_list(r, Some(a)), true),
+        _ => panic!("statement needs exactly one of Action/NotAction: {s}"),
+    };
+    let principals = s.get("Principal").map(|p| match p {
+        Json::String(star) => vec![star.clone()],
+        Json::Object(m) => {
+            for k in m.keys() {
+                assert!(
+                    k == "AWS" || k == "Service",
+                    "principal type {k} not supported"
+                );
+            }
+            m.get("AWS").map(|v| r.strings(v)).unwrap_or_default()
+        }
+        other => panic!("bad Principal {other}"),
+    });
+    let mut conditions = Vec::new();
+    if let Some(Json::Object(ops)) = s.get("Condition") {
+        for (op, keys) in ops {
+            for (key, values) in keys.as_object().expect("condition block") {
+                conditions.push((op.clone(), key.clone(), r.strings(values)));
+            }
+        }
+    }
+    Stmt {
+        sid: s
+            .get("Sid")
+            .and_then(Json::as_str)
+            .unwrap_or("(no Sid)")
+            .to_string(),
+        effect,
+        actions,
+        not_action,
+        resources: string_list(r, s.get("Resource")),
+        principals,
+        conditions,
+    }
+}
+
+fn policy_from_document(r: &Renderer, name: &str, doc: &Json) -> Policy {
+    let statements = match doc.get("Statement") {
+        Some(Json::Array(items)) => items.iter().map(|s| parse_statement(r, s)).collect(),
+        Some(single) => vec![parse_statement(r, single)],
+        None => panic!("{name}: policy document without Statement"),
+    };
+    Policy {
+        name: name.to_string(),
+        statements,
+    }
+}
+
+fn resources(template: &Json) -> &Map<String, Json> {
+    template
+        .get("Resources")
+        .and_then(Json::as_object)
+        .expect("template has Resources")
+}
+
+/// All inline statements of an `AWS::IAM::Role`, plus any `AWS::IAM::Policy` attached to it.
+/// Managed policies would be invisible here, so they are refused.
+fn role_policy(template: &Json, r: &Renderer, role: &str) -> Policy {
+    let res = resources(template);
+    let role_res = res
+        .get(role)
+        .unwrap_or_else(|| panic!("no resource {role}"));
+    assert_eq!(role_res["Type"], "AWS::IAM::Role", "{role} is not a role");
+    let props = &role_res["Properties"];
+    assert!(
+        props.get("ManagedPolicyArns").is_none(),
+        "{role}: managed policies can't be checked here; use inline statements"
+    );
+    let mut statements = Vec::new();
+    for p in props
+        .get("Policies")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let doc = &p["PolicyDocument"];
+        statements.extend(policy_from_document(r, role, doc).statements);
+    }
+    for (name, other) in res {
+        if other["Type"] == "AWS::IAM::Policy" || other["Type"] == "AWS::IAM::ManagedPolicy" {
+            let attached = other["Properties"]["Roles"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x.get("Ref").and_then(Json::as_str) == Some(role));
+            if attached {
+                let doc = &other["Properties"]["PolicyDocument"];
+                statements.extend(policy_from_document(r, name, doc).statements);
+            }
+        }
+    }
+    Policy {
+        name: role.to_string(),
+        statements,
+    }
+}
+
+fn bucket_policy(template: &Json, r: &Renderer, logical_id: &str) -> Policy {
+    let res = &resources(template)[logical_id];
+    assert_eq!(res["Type"], "AWS::S3::BucketPolicy");
+    policy_from_document(r, logical_id, &res["Properties"]["PolicyDocument"])
+}
+
+// ------------------------------------------------------------------------------------------
+// The expectations
+// ------------------------------------------------------------------------------------------
+
+const VAULT: &str = "vault-bucket";
+const BUCKET_ARN: &str = "arn:aws:s3:::vault-bucket";
+const BLOB_ARN: &str = "arn:aws:s3:::vault-bucket/ecr/blobs/sha256/0a1b2c";
+const SOURCE_REPO_ARN: &str = "arn:aws:ecr:us-east-1:123456789012:repository/team/app/api";
+const RESTORE_REPO_ARN: &str =
+    "arn:aws:ecr:eu-west-1:123456789012:repository/restored/team/app/api";
+
+/// Both ways the app template names the vault resolve to the same test bucket.
+fn app_renderer(template: &Json) -> Renderer {
+    Renderer::new(
+        template,
+        &[
+            ("VaultBucket", VAULT),
+            ("VaultBucketName", VAULT),
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultPrefix", "ecr/"),
+            ("WorkQueue.Arn", "arn:aws:sqs:us-east-1:123456789012:work"),
+            (
+                "FailedEventsQueue.Arn",
+                "arn:aws:sqs:us-east-1:123456789012:failed",
+            ),
+        ],
+    )
+}
+
+/// Actions that would let the backup path destroy or weaken backups.
+const BACKUP_FORBIDDEN: &[(&str, &str)] = &[
+    ("s3:DeleteObject", BLOB_ARN),
+    ("s3:DeleteObjectVersion", BLOB_ARN),
+    ("s3:BypassGovernanceRetention", BLOB_ARN),
+    ("s3:PutBucketObjectLockConfiguration", BUCKET_ARN),
+    ("s3:PutBucketPolicy", BUCKET_ARN),
+    ("s3:DeleteBucketPolicy", BUCKET_ARN),
+    ("s3:PutLifecycleConfiguration", BUCKET_ARN),
+    ("s3:PutBucketVersioning", BUCKET_ARN),
+    ("s3:DeleteBucket", BUCKET_ARN),
+];
+
+/// What the backup role needs, on which resource.
+const BACKUP_NEEDS: &[(&str, &str)] = &[
+    ("s3:PutObject", BLOB_ARN),
+    ("s3:PutObjectRetention", BLOB_ARN),
+    ("s3:GetObject", BLOB_ARN),
+    ("s3:GetObjectVersion", BLOB_ARN),
+    ("s3:GetObjectRetention", BLOB_ARN),
+    ("s3:AbortMultipartUpload", BLOB_ARN),
+    ("s3:ListMultipartUploadParts", BLOB_ARN),
+    ("s3:ListBucket", BUCKET_ARN),
+    ("s3:ListBucketMultipartUploads", BUCKET_ARN),
+    ("s3:GetBucketObjectLockConfiguration", BUCKET_ARN),
+    ("ecr:GetAuthorizationToken", "*"),
+    ("ecr:DescribeRepositories", SOURCE_REPO_ARN),
+    ("ecr:DescribeImages", SOURCE_REPO_ARN),
+    ("ecr:ListImages", SOURCE_REPO_ARN),
+    ("ecr:BatchGetImage", SOURCE_REPO_ARN),
+    ("ecr:GetDownloadUrlForLayer", SOURCE_REPO_ARN),
+    ("ecr:BatchCheckLayerAvailability", SOURCE_REPO_ARN),
+    ("ecr:GetLifecyclePolicy", SOURCE_REPO_ARN),
+    ("ecr:GetRepositoryPolicy", SOURCE_REPO_ARN),
+    ("ecr:ListTagsForResource", SOURCE_REPO_ARN),
+    ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:work"),
+    (
+        "sqs:ReceiveMessage",
+        "arn:aws:sqs:us-east-1:123456789012:work",
+    ),
+    (
+        "sqs:DeleteMessage",
+        "arn:aws:sqs:us-east-1:123456789012:work",
+    ),
+];
+
+/// Every action pattern the backup role may name in an Allow.
+const BACKUP_ALLOWLIST: &[&str] = &[
+    "ecr:GetAuthorizationToken",
+    "ecr:DescribeRepositories",
+    "ecr:ListImages",
+    "ecr:DescribeImages",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:BatchCheckLayerAvailability",
+    "ecr:GetLifecyclePolicy",
+    "ecr:GetRepositoryPolicy",
+    "ecr:ListTagsForResource",
+    "s3:ListBucket",
+    "s3:ListBucketMultipartUploads",
+    "s3:GetBucketObjectLockConfiguration",
+    "s3:GetObject",
+    "s3:GetObjectVersion",
+    "s3:GetObjectRetention",
+    "s3:ListMultipartUploadParts",
+    "s3:PutObject",
+    "s3:PutObjectRetention",
+    "s3:AbortMultipartUpload",
+    "kms:GenerateDataKey",
+    "kms:Decrypt",
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+];
+
+/// S3 writes and deletes the restore role must never be allowed, anywhere.
+const S3_WRITES: &[&str] = &[
+    "s3:PutObject",
+    "s3:PutObjectRetention",
+    "s3:PutObjectLegalHold",
+    "s3:PutObjectAcl",
+    "s3:PutObjectTagging",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:DeleteObjectTagging",
+    "s3:DeleteBucket",
+    "s3:DeleteBucketPolicy",
+    "s3:BypassGovernanceRetention",
+    "s3:AbortMultipartUpload",
+];
+
+/// Everything wrong with the backup role, as readable findings. Empty = compliant.
+fn backup_role_findings(p: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for (action, res) in BACKUP_FORBIDDEN {
+        let d = p.decide(&Request::new(action, res));
+        if d != Decision::ExplicitlyDenied {
+            out.push(format!(
+                "{}: {action} on {res} must be explicitly denied, is {d:?}",
+                p.name
+            ));
+        }
+    }
+    for (action, res) in BACKUP_NEEDS {
+        let d = p.decide(&Request::new(action, res));
+        if d != Decision::Allowed {
+            out.push(format!("{}: needs {action} on {res}, is {d:?}", p.name));
+        }
+    }
+    for s in p.allow_statements() {
+        if s.not_action {
+            out.push(format!(
+                "{}: Allow statement {} uses NotAction (grants everything else)",
+                p.name, s.sid
+            ));
+        }
+        for a in &s.actions {
+            if BACKUP_FORBIDDEN.iter().any(|(f, _)| glob(a, f, true)) {
+                out.push(format!(
+                    "{}: Allow statement {} names forbidden action pattern {a}",
+                    p.name, s.sid
+                ));
+            }
+            if !BACKUP_ALLOWLIST.iter().any(|ok| ok.eq_ignore_ascii_case(a)) {
+                out.push(format!(
+                    "{}: Allow statement {} grants {a}, which is not on the backup allowlist",
+                    p.name, s.sid
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Everything wrong with the restore role. Empty = compliant.
+fn restore_role_findings(p: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for action in S3_WRITES {
+        for res in [BLOB_ARN, BUCKET_ARN, "arn:aws:s3:::any-other-bucket/key"] {
+            let d = p.decide(&Request::new(action, res));
+            if d == Decision::Allowed {
+                out.push(format!("{}: {action} on {res} is allowed", p.name));
+            }
+        }
+    }
+    for s in p.allow_statements() {
+        if s.not_action {
+            out.push(format!(
+                "{}: Allow statement {} uses NotAction (grants everything else)",
+                p.name, s.sid
+            ));
+        }
+        for a in &s.actions {
+            // A pattern that could match any S3 put/delete (s3:*, s3:Put*, *) is a finding
+            // even when no listed action happens to hit it.
+            for probe in ["s3:PutSomethingNew", "s3:DeleteSomethingNew"] {
+                if glob(a, probe, true) {
+                    out.push(format!(
+                        "{}: Allow statement {} pattern {a} covers S3 writes/deletes",
+                        p.name, s.sid
+                    ));
+                }
+            }
+        }
+    }
+    let needs: &[(&str, &str)] = &[
+        ("s3:GetObject", BLOB_ARN),
+        ("s3:GetObjectRetention", BLOB_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("ecr:GetAuthorizationToken", "*"),
+        ("ecr:CreateRepository", RESTORE_REPO_ARN),
+        ("ecr:InitiateLayerUpload", RESTORE_REPO_ARN),
+        ("ecr:UploadLayerPart", RESTORE_REPO_ARN),
+        ("ecr:CompleteLayerUpload", RESTORE_REPO_ARN),
+        ("ecr:BatchCheckLayerAvailability", RESTORE_REPO_ARN),
+        ("ecr:PutImage", RESTORE_REPO_ARN),
+        ("ecr:BatchGetImage", RESTORE_REPO_ARN),
+        ("ecr:PutLifecyclePolicy", RESTORE_REPO_ARN),
+        ("ecr:SetRepositoryPolicy", RESTORE_REPO_ARN),
+        ("ecr:PutImageTagMutability", RESTORE_REPO_ARN),
+        ("ecr:PutImageScanningConfiguration", RESTORE_REPO_ARN),
+        ("ecr:TagResource", RESTORE_REPO_ARN),
+    ];
+    for (action, res) in needs {
+        let d = p.decide(&Request::new(action, res));
+        if d != Decision::Allowed {
+            out.push(format!("{}: needs {action} on {res}, is {d:?}", p.name));
+        }
+    }
+    for action in ["ecr:BatchDeleteImage", "ecr:DeleteRepository"] {
+        let d = p.decide(&Request::new(action, RESTORE_REPO_ARN));
+        if d != Decision::ExplicitlyDenied {
+            out.push(format!(
+                "{}: {action} must be explicitly denied, is {d:?}",
+                p.name
+            ));
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn app() -> (Json, Renderer) {
+    let t = load_template("template.yaml");
+    let r = app_renderer(&t);
+    (t, r)
+}
+
+fn assert_no_findings(findings: Vec<String>) {
+    assert!(
+        findings.is_empty(),
+        "findings:\n  {}",
+        findings.join("\n  ")
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// App template: backup role
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn backup_role_meets_least_privilege_table() {
+    let (t, r) = app();
+    assert_no_findings(backup_role_findings(&role_policy(&t, &r, "BackupRole")));
+}
+
+#[test]
+fn backup_role_cannot_delete_object_versions() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "BackupRole");
+    for action in [
+        "s3:DeleteObjectVersion",
+        "s3:DeleteObject",
+        "S3:deleteobjectversion",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, BLOB_ARN)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn backup_role_cannot_bypass_governance_or_change_lock_configuration() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "BackupRole");
+    assert_eq!(
+        p.decide(&Request::new("s3:BypassGovernanceRetention", BLOB_ARN)),
+        Decision::ExplicitlyDenied
+    );
+    for action in [
+        "s3:PutBucketObjectLockConfiguration",
+        "s3:PutBucketPolicy",
+        "s3:PutLifecycleConfiguration",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, BUCKET_ARN)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn backup_role_can_write_locked_objects_and_read_ecr() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "BackupRole");
+    for (action, res) in [
+        ("s3:PutObject", BLOB_ARN),
+        ("s3:PutObjectRetention", BLOB_ARN),
+        ("ecr:BatchGetImage", SOURCE_REPO_ARN),
+        ("ecr:GetDownloadUrlForLayer", SOURCE_REPO_ARN),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn backup_role_writes_only_under_the_vault_prefix() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "BackupRole");
+    for res in [
+        "arn:aws:s3:::vault-bucket/other-prefix/blobs/sha256/0a",
+        "arn:aws:s3:::some-other-bucket/ecr/blobs/sha256/0a",
+    ] {
+        assert_ne!(
+            p.decide(&Request::new("s3:PutObject", res)),
+            Decision::Allowed,
+            "{res}"
+        );
+    }
+}
+
+#[test]
+fn backup_role_cannot_change_the_source_registry() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "BackupRole");
+    for action in [
+        "ecr:BatchDeleteImage",
+        "ecr:DeleteRepository",
+        "ecr:PutImage",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, SOURCE_REPO_ARN)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// App template: restore role
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn restore_role_meets_least_privilege_table() {
+    let (t, r) = app();
+    assert_no_findings(restore_role_findings(&role_policy(&t, &r, "RestoreRole")));
+}
+
+#[test]
+fn restore_role_cannot_put_or_delete_anything_in_s3() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "RestoreRole");
+    for action in S3_WRITES {
+        assert_ne!(
+            p.decide(&Request::new(action, BLOB_ARN)),
+            Decision::Allowed,
+            "{action}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// App template: wiring
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn functions_use_the_checked_roles_not_sam_policy_templates() {
+    let (t, _) = app();
+    for (func, role) in [
+        ("BackupFunction", "BackupRole"),
+        ("RestoreFunction", "RestoreRole"),
+    ] {
+        let props = &resources(&t)[func]["Properties"];
+        assert!(
+            props.get("Policies").is_none(),
+            "{func} must not use SAM Policies"
+        );
+        assert_eq!(
+            props["Role"],
+            json!({"Fn::GetAtt": [role, "Arn"]}),
+            "{func}"
+        );
+    }
+    for (name, res) in resources(&t) {
+        if res["Type"] == "AWS::Serverless::Function" {
+            assert!(
+                ["BackupFunction", "RestoreFunction"].contains(&name.as_str()),
+                "unexpected function {name}: give it a checked role"
+            );
+        }
+    }
+}
+
+#[test]
+fn functions_get_every_configuration_variable() {
+    let (t, _) = app();
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    let backup = &resources(&t)["BackupFunction"]["Properties"]["Environment"]["Variables"];
+    for var in [
+        "ECR_VAULT_BUCKET",
+        "ECR_VAULT_PREFIX",
+        "ECR_VAULT_LOCK_MODE",
+        "ECR_VAULT_RETENTION_DAYS",
+        "ECR_VAULT_LOCK_SLACK_DAYS",
+        "ECR_VAULT_REPOSITORIES",
+        "ECR_VAULT_EXCLUDE_REPOSITORIES",
+        "ECR_VAULT_TAGS",
+        "ECR_VAULT_EXCLUDE_TAGS",
+        "ECR_VAULT_IMAGE_CONCURRENCY",
+        "ECR_VAULT_PART_SIZE_MIB",
+        "ECR_VAULT_PARTS_IN_FLIGHT",
+        "ECR_VAULT_STORAGE_CLASS",
+    ] {
+        assert!(globals.get(var).is_some(), "Globals lacks {var}");
+    }
+    assert!(backup.get("ECR_VAULT_WORK_QUEUE_URL").is_some());
+    for func in ["BackupFunction", "RestoreFunction"] {
+        let logging = &resources(&t)[func]["Properties"]["LoggingConfig"];
+        assert_eq!(logging["LogFormat"], "JSON", "{func}");
+    }
+}
+
+#[test]
+fn work_queue_visibility_is_at_least_six_function_timeouts() {
+    let (t, _) = app();
+    let timeout = t["Globals"]["Function"]["Timeout"]
+        .as_u64()
+        .expect("numeric global timeout");
+    let vis = resources(&t)["WorkQueue"]["Properties"]["VisibilityTimeout"]
+        .as_u64()
+        .expect("numeric visibility timeout");
+    assert!(vis >= 6 * timeout, "visibility {vis} < 6 x {timeout}");
+    let sqs = &resources(&t)["BackupFunction"]["Properties"]["Events"]["WorkItems"];
+    assert_eq!(
+        sqs["Properties"]["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+}
+
+#[test]
+fn created_vault_bucket_is_locked_private_and_retained() {
+    let (t, r) = app();
+    let b = &resources(&t)["VaultBucket"];
+    assert_eq!(b["DeletionPolicy"], "Retain");
+    assert_eq!(b["UpdateReplacePolicy"], "Retain");
+    let p = &b["Properties"];
+    assert_eq!(p["ObjectLockEnabled"], true);
+    assert_eq!(p["VersioningConfiguration"]["Status"], "Enabled");
+    assert_eq!(p["ObjectLockConfiguration"]["ObjectLockEnabled"], "Enabled");
+    for k in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(p["PublicAccessBlockConfiguration"][k], true, "{k}");
+    }
+    assert_eq!(
+        p["OwnershipControls"]["Rules"][0]["ObjectOwnership"],
+        "BucketOwnerEnforced"
+    );
+    let policy = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let plain_http = Request::new("s3:GetObject", BLOB_ARN)
+        .by("arn:aws:iam::123456789012:role/anyone", "123456789012")
+        .with_key("aws:SecureTransport", Some("false"));
+    assert_eq!(policy.decide(&plain_http), Decision::ExplicitlyDenied);
+    let delete = Request::new("s3:DeleteObjectVersion", BLOB_ARN)
+        .by("arn:aws:iam::123456789012:role/admin", "123456789012");
+    assert_eq!(policy.decide(&delete), Decision::ExplicitlyDenied);
+}
+
+// ------------------------------------------------------------------------------------------
+// Vault-account template: bucket policy
+// ------------------------------------------------------------------------------------------
+
+const SRC_BACKUP: &str = "{BackupPrincipalArn}";
+const SRC_ACCOUNT: &str = "{BackupPrincipalArn}#account";
+const RESTORER: &str = "{RestorePrincipalArn}";
+const RESTORER_ACCOUNT: &str = "{RestorePrincipalArn}#account";
+
+fn vault() -> (Json, Renderer) {
+    let t = load_template("templates/vault-account.yaml");
+    let r = Renderer::new(
+        &t,
+        &[
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultBucket", VAULT),
+            ("VaultPrefix", "ecr/"),
+        ],
+    );
+    (t, r)
+}
+
+fn as_backup(action: &str, res: &str) -> Request {
+    Request::new(action, res).by(SRC_BACKUP, SRC_ACCOUNT)
+}
+
+#[test]
+fn vault_lets_the_backup_role_write_and_read_but_not_destroy() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    for (action, res) in [
+        ("s3:PutObject", BLOB_ARN),
+        ("s3:PutObjectRetention", BLOB_ARN),
+        ("s3:AbortMultipartUpload", BLOB_ARN),
+        ("s3:ListMultipartUploadParts", BLOB_ARN),
+        ("s3:GetObject", BLOB_ARN),
+        ("s3:GetObjectRetention", BLOB_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("s3:GetBucketObjectLockConfiguration", BUCKET_ARN),
+    ] {
+        assert_eq!(
+            p.decide(&as_backup(action, res)),
+            Decision::Allowed,
+            "{action}"
+        );
+    }
+    for (action, res) in [
+        ("s3:DeleteObjectVersion", BLOB_ARN),
+        ("s3:DeleteObject", BLOB_ARN),
+        ("s3:BypassGovernanceRetention", BLOB_ARN),
+        ("s3:PutBucketObjectLockConfiguration", BUCKET_ARN),
+        ("s3:PutBucketPolicy", BUCKET_ARN),
+    ] {
+        assert_eq!(
+            p.decide(&as_backup(action, res)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn vault_denies_everyone_version_deletion_and_governance_bypass() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let vault_admin = "arn:aws:iam::123456789012:role/vault-admin";
+    for action in ["s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"] {
+        let req = Request::new(action, BLOB_ARN).by(vault_admin, "123456789012");
+        assert_eq!(p.decide(&req), Decision::ExplicitlyDenied, "{action}");
+    }
+    let req = Request::new("s3:PutBucketObjectLockConfiguration", BUCKET_ARN)
+        .by(vault_admin, "123456789012");
+    assert_eq!(p.decide(&req), Decision::ExplicitlyDenied);
+}
+
+#[test]
+fn vault_bounds_the_retention_a_writer_may_set() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let max: u64 = t["Parameters"]["MaxRetentionDays"]["Default"]
+        .as_u64()
+        .expect("numeric default");
+    for action in ["s3:PutObject", "s3:PutObjectRetention"] {
+        let too_long = as_backup(action, BLOB_ARN)
+            .with_key(
+                "s3:object-lock-remaining-retention-days",
+                Some(&(max + 1).to_string()),
+            )
+            .with_key("s3:object-lock-mode", Some("COMPLIANCE"))
+            .with_key("s3:if-none-match", Some("*"))
+            .with_key("s3:ObjectCreationOperation", Some("true"));
+        assert_eq!(p.decide(&too_long), Decision::ExplicitlyDenied, "{action}");
+        let fine = as_backup(action, BLOB_ARN)
+            .with_key("s3:object-lock-remaining-retention-days", Some("37"))
+            .with_key("s3:object-lock-mode", Some("COMPLIANCE"))
+            .with_key("s3:if-none-match", Some("*"))
+            .with_key("s3:ObjectCreationOperation", Some("true"));
+        assert_eq!(p.decide(&fine), Decision::Allowed, "{action}");
+        let other_mode = as_backup(action, BLOB_ARN)
+            .with_key("s3:object-lock-remaining-retention-days", Some("37"))
+            .with_key("s3:object-lock-mode", Some("GOVERNANCE"));
+        assert_eq!(
+            p.decide(&other_mode),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+    // UploadPart carries no lock headers and must stay possible.
+    let part = as_backup("s3:PutObject", BLOB_ARN)
+        .with_key("s3:object-lock-remaining-retention-days", None)
+        .with_key("s3:object-lock-mode", None)
+        .with_key("s3:if-none-match", None)
+        .with_key("s3:ObjectCreationOperation", Some("false"));
+    assert_eq!(p.decide(&part), Decision::Allowed);
+}
+
+#[test]
+fn vault_refuses_blob_writes_without_if_none_match() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let blind = as_backup("s3:PutObject", BLOB_ARN)
+        .with_key("s3:object-lock-remaining-retention-days", Some("37"))
+        .with_key("s3:object-lock-mode", Some("COMPLIANCE"))
+        .with_key("s3:if-none-match", None)
+        .with_key("s3:ObjectCreationOperation", Some("true"));
+    // The Deny sits behind a parameter, so it is "not guaranteed" for the evaluator; check the
+    // default branch explicitly.
+    assert_eq!(
+        t["Parameters"]["RequireConditionalBlobWrites"]["Default"],
+        "true"
+    );
+    let written = p
+        .statements
+        .iter()
+        .flat_map(|w| w.alternatives.iter().flatten())
+        .find(|s| s.sid == "DenyUnconditionalBlobWrites")
+        .expect("DenyUnconditionalBlobWrites statement");
+    assert_eq!(written.applies(&blind), Tri::True);
+}
+
+#[test]
+fn vault_gives_the_restore_role_read_only_access() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let as_restore = |a: &str, res: &str| Request::new(a, res).by(RESTORER, RESTORER_ACCOUNT);
+    assert_eq!(
+        p.decide(&as_restore("s3:GetObject", BLOB_ARN)),
+        Decision::Allowed
+    );
+    assert_eq!(
+        p.decide(&as_restore("s3:ListBucket", BUCKET_ARN)),
+        Decision::Allowed
+    );
+    for action in S3_WRITES {
+        assert_ne!(
+            p.decide(&as_restore(action, BLOB_ARN)),
+            Decision::Allowed,
+            "{action}"
+        );
+    }
+}
+
+#[test]
+fn vault_grants_nothing_to_other_principals() {
+    let (t, r) = vault();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let stranger = "arn:aws:iam::999999999999:role/attacker";
+    for action in [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:DeleteObject",
+    ] {
+        let req = Request::new(action, BLOB_ARN).by(stranger, "999999999999");
+        assert_ne!(p.decide(&req), Decision::Allowed, "{action}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Negative tests: the checker must notice a bad change
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn checker_reports_an_injected_s3_wildcard_on_the_backup_role() {
+    let (t, r) = app();
+    let mut p = role_policy(&t, &r, "BackupRole");
+    p.inject(
+        &r,
+        json!({"Sid": "Oops", "Effect": "Allow", "Action": "s3:*", "Resource": "*"}),
+    );
+    let findings = backup_role_findings(&p);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.contains("Oops") && f.contains("s3:*")),
+        "s3:* not reported: {findings:?}"
+    );
+}
+
+#[test]
+fn checker_reports_an_allowed_version_delete_once_the_denies_are_gone() {
+    let (t, r) = app();
+    let mut p = role_policy(&t, &r, "BackupRole");
+    p.remove_denies();
+    p.inject(
+        &r,
+        json!({"Sid": "Oops", "Effect": "Allow",
+               "Action": ["s3:DeleteObjectVersion"],
+               "Resource": {"Fn::Sub": "arn:${AWS::Partition}:s3:::${VaultBucketName}/*"}}),
+    );
+    assert_eq!(
+        p.decide(&Request::new("s3:DeleteObjectVersion", BLOB_ARN)),
+        Decision::Allowed
+    );
+    let findings = backup_role_findings(&p);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.contains("s3:DeleteObjectVersion") && f.contains("explicitly denied")),
+        "missing deny not reported: {findings:?}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.contains("forbidden action pattern")),
+        "forbidden allow not reported: {findings:?}"
+    );
+}
+
+#[test]
+fn checker_reports_a_not_action_allow() {
+    let (t, r) = app();
+    let mut p = role_policy(&t, &r, "RestoreRole");
+    p.inject(
+        &r,
+        json!({"Sid": "Broad", "Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}),
+    );
+    let findings = restore_role_findings(&p);
+    assert!(
+        findings.iter().any(|f| f.contains("NotAction")),
+        "NotAction not reported: {findings:?}"
+    );
+}
+
+#[test]
+fn checker_reports_an_s3_put_wildcard_on_the_restore_role_even_behind_a_condition() {
+    let (t, r) = app();
+    let mut p = role_policy(&t, &r, "RestoreRole");
+    p.remove_denies();
+    p.inject(
+        &r,
+        json!({"Fn::If": ["HasKmsKey",
+            {"Sid": "Sneaky", "Effect": "Allow", "Action": "s3:Put*", "Resource": "*",
+             "Condition": {"StringEquals": {"aws:RequestedRegion": "us-east-1"}}},
+            {"Ref": "AWS::NoValue"}]}),
+    );
+    let findings = restore_role_findings(&p);
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.contains("s3:PutObject") && f.contains("allowed")),
+        "conditional s3:Put* not reported: {findings:?}"
+    );
+}
+
+#[test]
+fn a_deny_that_exists_in_only_one_branch_does_not_count() {
+    let (t, r) = app();
+    let mut p = role_policy(&t, &r, "RestoreRole");
+    p.remove_denies();
+    p.inject(
+        &r,
+        json!({"Fn::If": ["HasKmsKey",
+            {"Effect": "Deny", "Action": "ecr:DeleteRepository", "Resource": "*"},
+            {"Ref": "AWS::NoValue"}]}),
+    );
+    assert_ne!(
+        p.decide(&Request::new("ecr:DeleteRepository", RESTORE_REPO_ARN)),
+        Decision::ExplicitlyDenied
+    );
+}
+
+#[test]
+fn wildcard_matching_follows_iam_rules() {
+    assert!(glob("s3:Put*", "s3:PutObjectRetention", true));
+    assert!(glob("S3:*", "s3:deleteobjectversion", true));
+    assert!(glob("s3:Get?bject", "s3:GetObject", true));
+    assert!(!glob("s3:Get*", "s3:PutObject", true));
+    assert!(!glob("arn:aws:s3:::Vault/*", "arn:aws:s3:::vault/x", false));
+    assert!(glob(
+        "arn:aws:s3:::vault/ecr/*",
+        "arn:aws:s3:::vault/ecr/blobs/sha256/ab",
+        false
+    ));
+    assert!(!glob(
+        "arn:aws:s3:::vault/ecr/*",
+        "arn:aws:s3:::vault/other/x",
+        false
+    ));
+}
