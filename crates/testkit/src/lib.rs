@@ -1,1 +1,54 @@
-//! Test harness.
+//! Test harness for ecr-vault: starts the **real** local stack on 127.0.0.1 and generates test
+//! images, so integration tests exercise real HTTP, real S3 semantics and real tools.
+//!
+//! Install the tools once with `bash scripts/setup.sh`. Tools are looked up in
+//! `<repo>/.venv/bin` first, then `PATH` (see [`paths`]).
+//!
+//! | Server | What | Use |
+//! |---|---|---|
+//! | [`Registry`] | CNCF distribution 2.8 (`docker-registry`) | the source/target OCI registry (ECR data plane stand-in) |
+//! | [`S3`] | SeaweedFS 4.48 `weed mini` | the vault: versioning, Object Lock, conditional writes |
+//! | [`Moto`] | moto 5.2.5 `moto_server` | ECR control plane (and a strict S3 for the checksum rule) |
+//!
+//! Every server gets free loopback ports, its own temp dir (data + `server.log`), readiness
+//! polling against its real endpoint with a 60 s deadline (the error carries the log tail),
+//! and is killed on drop. A watchdog also kills it if the test process dies without unwinding.
+//!
+//! # Gotchas found while building this
+//! - **Registry auth for ECR tests.** moto's `GetAuthorizationToken` gives
+//!   `AWS:123456789012-auth-token` and a `proxyEndpoint` of
+//!   `https://123456789012.dkr.ecr.us-east-1.amazonaws.com` that does not exist. The harness
+//!   registry accepts that user/password, so point the product's data plane at
+//!   [`Registry::url`] (an endpoint override) and ECR auth works end to end. The token's
+//!   `expiresAt` is 2015-01-01: already expired.
+//! - **Registry deletes** are by digest only (`DELETE /v2/<repo>/manifests/<digest>`); the
+//!   repository stays in `/v2/_catalog`. Distribution 2.8 has no referrers API: find
+//!   referrers by walking manifests (or via ECR/moto), not `/v2/<repo>/referrers/`.
+//! - **The Debian package** may run a system registry on :5000; the harness ignores it.
+//! - **SeaweedFS** accepts Object Lock writes without any checksum; AWS and moto refuse them.
+//!   Everything else we rely on (412 on `If-None-Match: *`, lock headers on HEAD, retention
+//!   extension, SHA-256 multipart parts) behaves like AWS; details in [`s3`].
+//! - **SeaweedFS ports**: `weed mini` needs ~10 ports and derives the admin gRPC port as
+//!   admin port + 10000; all are set explicitly. Socket files go to the server's own TMPDIR.
+//! - **moto** keeps state in memory: each [`Moto`] starts empty. It needs `imageDigest` on
+//!   `PutImage` to be trusted; the harness always passes it. Details in [`moto`].
+//! - **skopeo 1.9** pushes byte-exact with `--preserve-digests`; it compresses non-gzip
+//!   layers otherwise, which is why fixture layers are real (stored) gzip streams.
+//! - **Servers see a scrubbed environment**: `AWS_*`, `REGISTRY_*`, `S3_*`, `MOTO_*`,
+//!   `WEED_*` from the test process are removed.
+
+pub mod fixtures;
+pub mod moto;
+pub mod paths;
+pub mod process;
+pub mod registry;
+pub mod s3;
+pub mod skopeo;
+pub mod stack;
+
+pub use fixtures::{Generated, ImageBuilder, Platform, PushedImage};
+pub use moto::Moto;
+pub use registry::{Registry, RegistryOptions};
+pub use s3::S3;
+pub use skopeo::{skopeo_digest, skopeo_raw_manifest};
+pub use stack::{Stack, unique_name};

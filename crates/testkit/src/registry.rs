@@ -1,0 +1,425 @@
+//! A real OCI registry (CNCF distribution 2.8, the Debian `docker-registry` package) on loopback,
+//! plus a small raw HTTP client for pushing exact bytes and checking results independently of
+//! the product's registry crate.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use bytes::Bytes;
+use rand::Rng as _;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use sha2::{Digest as _, Sha256};
+
+use crate::paths::find_tool;
+use crate::process::{
+    READY_TIMEOUT, ServerProcess, free_port, http_status_probe, probe_client,
+    retry_on_port_conflict, server_dir,
+};
+
+/// The user moto's ECR `GetAuthorizationToken` names: its token is base64 of
+/// `AWS:<account>-auth-token`.
+pub const ECR_USER: &str = "AWS";
+
+/// The password moto's ECR token decodes to for `account`.
+pub fn ecr_password(account: &str) -> String {
+    format!("{account}-auth-token")
+}
+
+/// Every manifest media type, for `Accept` headers (no conversion by the registry).
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// How to start a [`Registry`].
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// Basic auth with htpasswd (bcrypt). When on, the test user and the moto ECR user
+    /// ([`ECR_USER`] / [`ecr_password`] of `ecr_account`) can log in.
+    pub auth: bool,
+    /// The account whose moto ECR token must be accepted.
+    pub ecr_account: String,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            auth: true,
+            ecr_account: crate::moto::ACCOUNT.to_string(),
+        }
+    }
+}
+
+/// A running `docker-registry` with filesystem storage in its own temp dir and deletes enabled.
+/// Start as many as a test needs (restore tests use a second, empty one).
+#[derive(Debug)]
+pub struct Registry {
+    process: ServerProcess,
+    port: u16,
+    /// Whether the registry asks for Basic auth.
+    pub auth: bool,
+    /// Test user name (`tester`); meaningless when `auth` is false.
+    pub user: String,
+    /// Random password of the test user; meaningless when `auth` is false.
+    pub password: String,
+    http: reqwest::Client,
+}
+
+impl Registry {
+    /// A registry with htpasswd auth (test user + moto ECR user).
+    pub async fn start() -> Result<Self> {
+        Self::start_with(RegistryOptions::default()).await
+    }
+
+    /// A registry that allows anonymous push and pull.
+    pub async fn start_without_auth() -> Result<Self> {
+        Self::start_with(RegistryOptions {
+            auth: false,
+            ..RegistryOptions::default()
+        })
+        .await
+    }
+
+    /// A registry with explicit options. Retries on a port grabbed by someone else.
+    pub async fn start_with(opts: RegistryOptions) -> Result<Self> {
+        retry_on_port_conflict(|| Self::try_start(&opts)).await
+    }
+
+    async fn try_start(opts: &RegistryOptions) -> Result<Self> {
+        let program = find_tool(&["docker-registry", "registry"])?;
+        let dir = server_dir("registry")?;
+        let port = free_port()?;
+        let user = "tester".to_string();
+        let password = random_token(20);
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let mut auth_yaml = String::new();
+        if opts.auth {
+            let htpasswd = dir.path().join("htpasswd");
+            let mut lines = htpasswd_line(&user, &password)?;
+            lines.push_str(&htpasswd_line(ECR_USER, &ecr_password(&opts.ecr_account))?);
+            std::fs::write(&htpasswd, lines)?;
+            auth_yaml = format!(
+                "auth:\n  htpasswd:\n    realm: ecr-vault-test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        let config = format!(
+            "version: 0.1\n\
+             log:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
+             maintenance:\n    uploadpurging:\n      enabled: false\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
+             {auth_yaml}",
+            data = data.display(),
+            secret = random_token(24),
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config)?;
+        let args: Vec<OsString> = vec!["serve".into(), config_path.into_os_string()];
+        let mut process = ServerProcess::spawn("docker-registry", &program, &args, &[], dir)?;
+        let probe = probe_client();
+        let url = format!("http://127.0.0.1:{port}/v2/");
+        process
+            .wait_ready(READY_TIMEOUT, || {
+                http_status_probe(&probe, &url, &[200, 401])
+            })
+            .await?;
+        // No idle pooled connections: a pooled connection belongs to the tokio runtime that
+        // opened it, and a shared stack is used from many `#[tokio::test]` runtimes.
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Registry {
+            process,
+            port,
+            auth: opts.auth,
+            user,
+            password,
+            http,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of an image reference.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `Some((user, password))` when auth is on.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.auth
+            .then_some((self.user.as_str(), self.password.as_str()))
+    }
+
+    /// The server process (log path, data dir).
+    pub fn process(&self) -> &ServerProcess {
+        &self.process
+    }
+
+    /// A request to `path` (starting with `/v2/`) or an absolute URL, authenticated as the test
+    /// user.
+    pub fn request(&self, method: Method, path_or_url: &str) -> RequestBuilder {
+        let url = if path_or_url.starts_with("http") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{}", self.url(), path_or_url)
+        };
+        let rb = self.http.request(method, url);
+        match self.credentials() {
+            Some((u, p)) => rb.basic_auth(u, Some(p)),
+            None => rb,
+        }
+    }
+
+    /// True if the blob exists in `repo`.
+    pub async fn blob_exists(&self, repo: &str, digest: &str) -> Result<bool> {
+        let resp = self
+            .request(Method::HEAD, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("HEAD blob {repo}@{digest}: {s}"),
+        }
+    }
+
+    /// Starts an upload session; returns the absolute upload URL.
+    pub async fn start_upload(&self, repo: &str) -> Result<reqwest::Url> {
+        let resp = self
+            .request(Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::ACCEPTED {
+            bail!(
+                "POST blob upload {repo}: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        self.location(&resp)
+    }
+
+    fn location(&self, resp: &reqwest::Response) -> Result<reqwest::Url> {
+        let loc = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .context("upload response without Location")?
+            .to_str()?;
+        let base = reqwest::Url::parse(&self.url())?;
+        Ok(base.join(loc)?)
+    }
+
+    /// Pushes a blob monolithically (POST, then PUT `?digest=`), skipping it if present.
+    /// Returns its digest and size.
+    pub async fn push_blob(&self, repo: &str, data: Bytes) -> Result<(String, u64)> {
+        let digest = sha256_digest(&data);
+        let size = data.len() as u64;
+        if self.blob_exists(repo, &digest).await? {
+            return Ok((digest, size));
+        }
+        let mut url = self.start_upload(repo).await?;
+        url.query_pairs_mut().append_pair("digest", &digest);
+        let resp = self
+            .request(Method::PUT, url.as_str())
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            bail!(
+                "PUT blob {repo}@{digest}: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok((digest, size))
+    }
+
+    /// PUTs exact manifest bytes under `reference` (a tag or the digest). Returns the digest,
+    /// checked against the registry's `Docker-Content-Digest`.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifest: &[u8],
+        media_type: &str,
+    ) -> Result<String> {
+        let digest = sha256_digest(manifest);
+        let resp = self
+            .request(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"))
+            .header(reqwest::header::CONTENT_TYPE, media_type)
+            .body(manifest.to_vec())
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::CREATED {
+            bail!(
+                "PUT manifest {repo}:{reference}: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        if let Some(d) = resp.headers().get("docker-content-digest") {
+            ensure!(
+                d.to_str()? == digest,
+                "registry computed digest {d:?}, expected {digest}"
+            );
+        }
+        Ok(digest)
+    }
+
+    /// GETs a manifest (tag or digest) with every Accept type: raw bytes and Content-Type.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> Result<(Bytes, String)> {
+        let resp = self
+            .request(Method::GET, &format!("/v2/{repo}/manifests/{reference}"))
+            .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            bail!("GET manifest {repo}:{reference}: {status}");
+        }
+        let media_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((resp.bytes().await?, media_type))
+    }
+
+    /// True if the manifest (tag or digest) exists.
+    pub async fn manifest_exists(&self, repo: &str, reference: &str) -> Result<bool> {
+        let resp = self
+            .request(Method::HEAD, &format!("/v2/{repo}/manifests/{reference}"))
+            .header(reqwest::header::ACCEPT, ACCEPT_MANIFESTS)
+            .send()
+            .await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => bail!("HEAD manifest {repo}:{reference}: {s}"),
+        }
+    }
+
+    /// GETs a whole blob (small blobs only).
+    pub async fn get_blob(&self, repo: &str, digest: &str) -> Result<Bytes> {
+        let resp = self
+            .request(Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            bail!("GET blob {repo}@{digest}: {status}");
+        }
+        Ok(resp.bytes().await?)
+    }
+
+    /// Deletes a manifest by digest (the registry API deletes by digest only; every tag
+    /// pointing at it goes too). Blobs stay until a registry GC, which tests never need.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        let resp = self
+            .request(Method::DELETE, &format!("/v2/{repo}/manifests/{digest}"))
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::ACCEPTED {
+            bail!(
+                "DELETE manifest {repo}@{digest}: {status}: {}",
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// Tags of `repo` (sorted by the registry), empty if the repository is unknown.
+    pub async fn tags(&self, repo: &str) -> Result<Vec<String>> {
+        let resp = self
+            .request(Method::GET, &format!("/v2/{repo}/tags/list"))
+            .send()
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let status = resp.status();
+        if status != StatusCode::OK {
+            bail!("GET tags {repo}: {status}");
+        }
+        let v: serde_json::Value = resp.json().await?;
+        Ok(v["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Repository names from `/v2/_catalog` (a repository stays listed after its manifests
+    /// are deleted).
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let resp = self
+            .request(Method::GET, "/v2/_catalog?n=10000")
+            .send()
+            .await?;
+        let status = resp.status();
+        if status != StatusCode::OK {
+            bail!("GET catalog: {status}");
+        }
+        let v: serde_json::Value = resp.json().await?;
+        Ok(v["repositories"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+/// `sha256:<hex>` of `data`.
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// A random alphanumeric string, for passwords and unique names.
+pub fn random_token(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// One bcrypt htpasswd line, made by `htpasswd -Bbn` (cost 4: the registry checks it on every
+/// request, and the default cost makes big tests measurably slower).
+fn htpasswd_line(user: &str, password: &str) -> Result<String> {
+    let htpasswd = find_tool(&["htpasswd"])?;
+    let out = std::process::Command::new(htpasswd)
+        .args(["-Bbn", "-C", "4", user, password])
+        .output()
+        .context("running htpasswd")?;
+    ensure!(
+        out.status.success(),
+        "htpasswd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout)?;
+    Ok(format!("{}\n", line.trim_end()))
+}
