@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lints the deployment artefacts offline: the SAM template (sam validate --lint), every
-# CloudFormation template (cfn-lint, warnings count as failures), and the Lambda Dockerfile
-# (hadolint). Uses the pinned tools in .venv (scripts/setup.sh installs them). Exits non-zero
+# CloudFormation template (cfn-lint, warnings count as failures), the sample events (valid
+# JSON) and the Lambda Dockerfile (hadolint). Uses the pinned tools in .venv (scripts/setup.sh installs them). Exits non-zero
 # on the first class of failure it finds, after running every check.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,18 @@ run() {
 
 run "sam validate" "$VENV/sam" validate --lint -t template.yaml
 run "cfn-lint" "$VENV/cfn-lint" template.yaml templates/*.yaml
+
+# The sample events are documentation and test fixtures: they must at least be valid JSON.
+check_events() {
+  local f bad=0 n=0
+  for f in events/*.json; do
+    n=$((n + 1))
+    "$VENV/python" -m json.tool "$f" >/dev/null || { echo "   invalid JSON: $f" >&2; bad=1; }
+  done
+  echo "   $n files"
+  return "$bad"
+}
+run "events JSON" check_events
 
 mapfile -t dockerfiles < <(find functions -name Dockerfile -o -name '*.Dockerfile' | sort)
 if [ -x "$VENV/hadolint" ]; then
