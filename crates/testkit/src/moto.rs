@@ -1,6 +1,6 @@
 //! moto (`moto_server`) as the ECR control plane (and an alternative, stricter S3).
 //!
-//! # What moto 5.2.5 does (verified by `tests/moto_probe.rs`)
+//! # What moto 5.2.5 does (verified by `tests/stack.rs` and `tests/seaweed_probe.rs`)
 //! - `GetAuthorizationToken` returns one `AuthorizationData`: token
 //!   `QVdTOjEyMzQ1Njc4OTAxMi1hdXRoLXRva2Vu` = base64 of `AWS:123456789012-auth-token`,
 //!   `proxyEndpoint` `https://123456789012.dkr.ecr.us-east-1.amazonaws.com` (not a server that
@@ -38,8 +38,9 @@ pub const SECRET_KEY: &str = "testing";
 /// A running `moto_server` on loopback. State lives in the process: every instance is empty.
 #[derive(Debug)]
 pub struct Moto {
-    process: ServerProcess,
-    port: u16,
+    /// None for a server the harness did not start ([`Moto::external`]).
+    process: Option<ServerProcess>,
+    endpoint: String,
     /// Always [`ACCOUNT`].
     pub account: String,
     /// Always `us-east-1`.
@@ -69,21 +70,31 @@ impl Moto {
             .wait_ready(READY_TIMEOUT, || http_status_probe(&probe, &url, &[]))
             .await?;
         Ok(Moto {
-            process,
-            port,
+            process: Some(process),
+            endpoint: format!("http://127.0.0.1:{port}"),
             account: ACCOUNT.to_string(),
             region: REGION.to_string(),
         })
     }
 
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+    /// A handle on a moto server that is already running, e.g. to register images in it.
+    pub fn external(endpoint: &str) -> Self {
+        Moto {
+            process: None,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            account: ACCOUNT.to_string(),
+            region: REGION.to_string(),
+        }
     }
 
-    /// The server process (log path).
-    pub fn process(&self) -> &ServerProcess {
-        &self.process
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// The server process (log path); None for [`Moto::external`].
+    pub fn process(&self) -> Option<&ServerProcess> {
+        self.process.as_ref()
     }
 
     /// An ECR client talking to moto.

@@ -56,8 +56,10 @@ impl Default for RegistryOptions {
 /// Start as many as a test needs (restore tests use a second, empty one).
 #[derive(Debug)]
 pub struct Registry {
-    process: ServerProcess,
-    port: u16,
+    /// None for a registry the harness did not start ([`Registry::external`]).
+    process: Option<ServerProcess>,
+    /// `http://host:port`, no trailing slash.
+    base_url: String,
     /// Whether the registry asks for Basic auth.
     pub auth: bool,
     /// Test user name (`tester`); meaningless when `auth` is false.
@@ -127,16 +129,10 @@ impl Registry {
                 http_status_probe(&probe, &url, &[200, 401])
             })
             .await?;
-        // No idle pooled connections: a pooled connection belongs to the tokio runtime that
-        // opened it, and a shared stack is used from many `#[tokio::test]` runtimes.
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .pool_max_idle_per_host(0)
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
+        let http = http_client()?;
         Ok(Registry {
-            process,
-            port,
+            process: Some(process),
+            base_url: format!("http://127.0.0.1:{port}"),
             auth: opts.auth,
             user,
             password,
@@ -144,19 +140,44 @@ impl Registry {
         })
     }
 
+    /// A handle on a registry that is already running (e.g. one `ecr-vault-stack up`
+    /// started), for pushing fixtures into it. `url` is `http://host:port`.
+    pub fn external(url: &str, credentials: Option<(&str, &str)>) -> Result<Self> {
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("registry URL {url}"))?;
+        ensure!(
+            parsed.host_str().is_some(),
+            "registry URL {url} has no host"
+        );
+        let (user, password) = credentials.unwrap_or_default();
+        Ok(Registry {
+            process: None,
+            base_url: url.trim_end_matches('/').to_string(),
+            auth: credentials.is_some(),
+            user: user.to_string(),
+            password: password.to_string(),
+            http: http_client()?,
+        })
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.base_url.clone()
     }
 
     /// `127.0.0.1:PORT`, the registry part of an image reference.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.base_url
+            .split_once("://")
+            .map_or(self.base_url.as_str(), |(_, h)| h)
+            .to_string()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        reqwest::Url::parse(&self.base_url)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(0)
     }
 
     /// `Some((user, password))` when auth is on.
@@ -165,9 +186,9 @@ impl Registry {
             .then_some((self.user.as_str(), self.password.as_str()))
     }
 
-    /// The server process (log path, data dir).
-    pub fn process(&self) -> &ServerProcess {
-        &self.process
+    /// The server process (log path, data dir); None for [`Registry::external`].
+    pub fn process(&self) -> Option<&ServerProcess> {
+        self.process.as_ref()
     }
 
     /// A request to `path` (starting with `/v2/`) or an absolute URL, authenticated as the test
@@ -370,27 +391,48 @@ impl Registry {
             .unwrap_or_default())
     }
 
-    /// Repository names from `/v2/_catalog` (a repository stays listed after its manifests
-    /// are deleted).
+    /// Repository names from `/v2/_catalog`, all pages (a repository stays listed after its
+    /// manifests are deleted). Distribution refuses page sizes above 1000.
     pub async fn catalog(&self) -> Result<Vec<String>> {
-        let resp = self
-            .request(Method::GET, "/v2/_catalog?n=10000")
-            .send()
-            .await?;
-        let status = resp.status();
-        if status != StatusCode::OK {
-            bail!("GET catalog: {status}");
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let mut url = reqwest::Url::parse(&format!("{}/v2/_catalog", self.url()))?;
+            url.query_pairs_mut().append_pair("n", "1000");
+            if let Some(last) = out.last() {
+                url.query_pairs_mut().append_pair("last", last);
+            }
+            let resp = self.request(Method::GET, url.as_str()).send().await?;
+            let status = resp.status();
+            if status != StatusCode::OK {
+                bail!("GET catalog: {status}");
+            }
+            let more = resp.headers().contains_key(reqwest::header::LINK);
+            let v: serde_json::Value = resp.json().await?;
+            let page: Vec<String> = v["repositories"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let empty = page.is_empty();
+            out.extend(page);
+            if !more || empty {
+                return Ok(out);
+            }
         }
-        let v: serde_json::Value = resp.json().await?;
-        Ok(v["repositories"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
     }
+}
+
+/// No idle pooled connections: a pooled connection belongs to the tokio runtime that opened it,
+/// and a shared stack is used from many `#[tokio::test]` runtimes.
+fn http_client() -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .connect_timeout(Duration::from_secs(10))
+        .build()?)
 }
 
 /// `sha256:<hex>` of `data`.
