@@ -1,1 +1,219 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: building the product's clients against the local
+//! stack, and an invariant checker that inspects the vault with plain S3 calls and its own
+//! hashing, independently of the vault crate.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use chrono::{DateTime, Utc};
+use ecr_vault_engine::Source;
+use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
+use ecr_vault_testkit::{Registry, S3};
+use ecr_vault_vault::{LockMode, LockPolicy, Vault, VaultLocation, VaultOptions};
+use sha2::{Digest as _, Sha256};
+
+/// A vault on `bucket` (created with Object Lock) with test-friendly lock settings.
+pub async fn new_vault(s3: &S3, prefix: &str, opts: VaultOptions) -> Result<Vault> {
+    let bucket = ecr_vault_testkit::unique_name("vault");
+    s3.create_locked_bucket(&bucket).await?;
+    let uri = if prefix.is_empty() {
+        format!("s3://{bucket}")
+    } else {
+        format!("s3://{bucket}/{prefix}")
+    };
+    Ok(Vault::new(s3.client(), VaultLocation::parse(&uri)?, opts)?)
+}
+
+pub fn lock(days: u32) -> LockPolicy {
+    LockPolicy {
+        mode: LockMode::Compliance,
+        retention_days: days,
+        slack_days: 2,
+    }
+}
+
+/// The registry client the product would build for this registry.
+pub fn registry_client(r: &Registry) -> Result<RegistryClient> {
+    let creds = r.credentials().map(|(u, p)| Credentials::new(u, p));
+    Ok(RegistryClient::new(
+        &r.url(),
+        Arc::new(StaticCredentials(creds)),
+        ClientOptions::default(),
+    )?)
+}
+
+pub fn registry_source(r: &Registry) -> Result<Source> {
+    Ok(Source::Registry {
+        registry: registry_client(r)?,
+    })
+}
+
+/// What the checker found.
+#[derive(Debug, Default)]
+pub struct VaultContents {
+    /// digest hex → size, for every object under blobs/sha256/.
+    pub blobs: BTreeMap<String, u64>,
+    /// digest hex → raw bytes, for the objects that are manifests or indexes.
+    pub manifests: BTreeMap<String, Vec<u8>>,
+    pub snapshots: Vec<String>,
+    pub versions: usize,
+}
+
+const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+/// Walks the whole vault and asserts the invariants:
+/// - every key has exactly one version and no delete marker (write-once);
+/// - every blob re-hashes to the digest in its key;
+/// - every object carries `mode` with a retain-until of at least `min_until`;
+/// - every manifest's and snapshot's references are present (closure before manifest).
+pub async fn check_vault(
+    vault: &Vault,
+    mode: &str,
+    min_until: DateTime<Utc>,
+) -> Result<VaultContents> {
+    let s3 = vault.client();
+    let loc = vault.location();
+    let prefix = if loc.prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", loc.prefix)
+    };
+    let mut out = VaultContents::default();
+    let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(&loc.bucket)
+            .prefix(&prefix)
+            .set_key_marker(key_marker.take())
+            .set_version_id_marker(version_marker.take())
+            .send()
+            .await?;
+        ensure!(
+            page.delete_markers().is_empty(),
+            "vault has delete markers: {:?}",
+            page.delete_markers()
+        );
+        for v in page.versions() {
+            *keys
+                .entry(v.key().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        key_marker = page.next_key_marker().map(str::to_owned);
+        version_marker = page.next_version_id_marker().map(str::to_owned);
+    }
+    for (k, n) in &keys {
+        ensure!(*n == 1, "{k} has {n} versions (write-once violated)");
+        out.versions += n;
+    }
+    for key in keys.keys() {
+        let rel = key.strip_prefix(&prefix).unwrap_or(key);
+        let obj = s3.get_object().bucket(&loc.bucket).key(key).send().await?;
+        let content_type = obj.content_type().unwrap_or_default().to_owned();
+        let bytes = obj.body.collect().await?.into_bytes();
+        let retention = s3
+            .get_object_retention()
+            .bucket(&loc.bucket)
+            .key(key)
+            .send()
+            .await
+            .with_context(|| format!("GetObjectRetention {key}"))?;
+        let r = retention.retention().context("no retention")?;
+        ensure!(
+            r.mode().map(|m| m.as_str()) == Some(mode),
+            "{key}: lock mode {:?}, expected {mode}",
+            r.mode()
+        );
+        let until = r
+            .retain_until_date()
+            .and_then(|t| DateTime::from_timestamp(t.secs(), 0))
+            .context("no retain-until")?;
+        ensure!(
+            until >= min_until,
+            "{key}: locked until {until}, needs {min_until}"
+        );
+        if let Some(hex) = rel.strip_prefix("blobs/sha256/") {
+            let actual = hex::encode(Sha256::digest(&bytes));
+            ensure!(actual == hex, "{key}: content hashes to {actual}");
+            out.blobs.insert(hex.to_owned(), bytes.len() as u64);
+            if MANIFEST_TYPES.contains(&content_type.as_str()) {
+                out.manifests.insert(hex.to_owned(), bytes.to_vec());
+            }
+        } else if let Some(name) = rel.strip_prefix("snapshots/") {
+            out.snapshots.push(name.to_owned());
+            out.manifests
+                .insert(format!("snapshot:{name}"), bytes.to_vec());
+        } else if rel != "oci-layout" {
+            bail!("unexpected key in the vault: {key}");
+        }
+    }
+    for (name, bytes) in &out.manifests {
+        for (digest, size) in references(bytes)? {
+            let hex = digest
+                .strip_prefix("sha256:")
+                .with_context(|| format!("{name}: bad digest {digest}"))?;
+            match out.blobs.get(hex) {
+                Some(s) => ensure!(
+                    *s == size,
+                    "{name}: {digest} is {s} bytes, descriptor says {size}"
+                ),
+                None => bail!(
+                    "{name} is in the vault without {digest} (closure before manifest violated)"
+                ),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Digests and sizes a manifest, index or snapshot references.
+pub fn references(bytes: &[u8]) -> Result<Vec<(String, u64)>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)?;
+    let mut out = Vec::new();
+    let mut push = |d: &serde_json::Value| {
+        if let (Some(digest), Some(size)) = (d["digest"].as_str(), d["size"].as_u64()) {
+            out.push((digest.to_owned(), size));
+        }
+    };
+    if v["config"].is_object() {
+        push(&v["config"]);
+    }
+    for key in ["layers", "manifests"] {
+        if let Some(a) = v[key].as_array() {
+            a.iter().for_each(&mut push);
+        }
+    }
+    Ok(out)
+}
+
+/// Path of a blob's data file in the registry's filesystem storage, for tests that corrupt the
+/// registry's copy to show that the vault refuses bad bytes.
+pub fn registry_blob_file(r: &Registry, digest: &str) -> PathBuf {
+    let hex = digest.trim_start_matches("sha256:");
+    r.process()
+        .expect("registry process")
+        .dir()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data")
+}
+
+/// The set of `repo:tag` names a snapshot records.
+pub fn snapshot_names(s: &ecr_vault_vault::Snapshot) -> BTreeSet<String> {
+    s.images
+        .iter()
+        .filter_map(|i| i.tag.as_ref().map(|t| format!("{}:{t}", i.repository)))
+        .collect()
+}

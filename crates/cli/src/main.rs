@@ -1,1 +1,338 @@
-fn main() {}
+//! `ecr-vault`: back up ECR (or any OCI registry) into an Object Lock S3 vault, from a laptop
+//! or CI, with the same engine the Lambda functions run.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ecr_vault_engine::{
+    BackupOptions, FilterSpec, Filters, Progress, RegistryConfig, VaultConfig, aws_config,
+    open_source, open_vault,
+};
+use ecr_vault_vault::{LockMode, LockPolicy};
+
+mod progress;
+
+#[derive(Parser)]
+#[command(
+    name = "ecr-vault",
+    version,
+    about = "Immutable, verified backups of container registries into S3 Object Lock"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ECR_VAULT_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Back up every image the filters select into the vault and write a snapshot.
+    Backup(BackupArgs),
+    /// List the snapshots in a vault.
+    Snapshots(SnapshotsArgs),
+}
+
+#[derive(Args, Clone)]
+struct RegistryArgs {
+    /// `ecr` (listing through the ECR API) or a registry URL such as https://registry.example.
+    #[arg(long, env = "ECR_VAULT_REGISTRY")]
+    registry: String,
+    /// For `--registry ecr`: registry endpoint to use instead of the one ECR reports.
+    #[arg(long, env = "ECR_VAULT_REGISTRY_URL")]
+    registry_url: Option<String>,
+    /// For `--registry ecr`: the account (registry id), when not the caller's.
+    #[arg(long, env = "ECR_VAULT_REGISTRY_ID")]
+    registry_id: Option<String>,
+    /// Username for a plain OCI registry.
+    #[arg(long, env = "ECR_VAULT_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Password for a plain OCI registry (prefer the environment variable).
+    #[arg(long, env = "ECR_VAULT_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+}
+
+impl RegistryArgs {
+    fn config(&self) -> RegistryConfig {
+        let mut cfg = RegistryConfig::parse(
+            &self.registry,
+            self.registry_url.clone(),
+            self.username.clone(),
+            self.password.clone(),
+        );
+        if let RegistryConfig::Ecr { registry_id, .. } = &mut cfg {
+            registry_id.clone_from(&self.registry_id);
+        }
+        cfg
+    }
+}
+
+#[derive(Args, Clone)]
+struct VaultArgs {
+    /// The vault: s3://bucket[/prefix]
+    #[arg(long, env = "ECR_VAULT_URI")]
+    vault: String,
+}
+
+#[derive(Args, Clone)]
+struct FilterArgs {
+    /// Repository glob to include (repeatable; `*` stays in one path segment, `**` crosses).
+    #[arg(long = "repository", value_name = "GLOB")]
+    repositories: Vec<String>,
+    /// Repository glob to exclude (repeatable).
+    #[arg(long = "exclude-repository", value_name = "GLOB")]
+    exclude_repositories: Vec<String>,
+    /// Tag glob to include (repeatable). Without it untagged images are included too.
+    #[arg(long = "tag", value_name = "GLOB")]
+    tags: Vec<String>,
+    /// Tag glob to exclude (repeatable).
+    #[arg(long = "exclude-tag", value_name = "GLOB")]
+    exclude_tags: Vec<String>,
+}
+
+impl FilterArgs {
+    fn filters(&self) -> anyhow::Result<Filters> {
+        Filters::new(FilterSpec {
+            repositories: self.repositories.clone(),
+            exclude_repositories: self.exclude_repositories.clone(),
+            tags: self.tags.clone(),
+            exclude_tags: self.exclude_tags.clone(),
+        })
+        .map_err(anyhow::Error::msg)
+    }
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    vault: VaultArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Days every captured object stays locked.
+    #[arg(long, default_value_t = 35, env = "ECR_VAULT_RETENTION_DAYS")]
+    retention_days: u32,
+    /// Extra days added when locking or extending, so most runs need no extension call.
+    #[arg(long, default_value_t = 7, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
+    lock_slack_days: u32,
+    /// COMPLIANCE (nobody can shorten) or GOVERNANCE (bypass permission can).
+    #[arg(long, default_value = "compliance", env = "ECR_VAULT_LOCK_MODE")]
+    lock_mode: LockMode,
+    /// Images copied at once.
+    #[arg(long, default_value_t = 4, env = "ECR_VAULT_IMAGE_CONCURRENCY")]
+    image_concurrency: usize,
+    /// Blob transfers at once.
+    #[arg(long, default_value_t = 8)]
+    blob_concurrency: usize,
+    /// Multipart part size in MiB (also the largest single PUT).
+    #[arg(long, default_value_t = 16, env = "ECR_VAULT_PART_SIZE_MIB")]
+    part_size_mib: usize,
+    /// Part buffers in memory at once; peak buffer memory is part size × this.
+    #[arg(long, default_value_t = 6, env = "ECR_VAULT_PARTS_IN_FLIGHT")]
+    parts_in_flight: usize,
+    /// Storage class for blobs: STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR.
+    #[arg(long, env = "ECR_VAULT_STORAGE_CLASS")]
+    storage_class: Option<String>,
+    /// Do not look up OCI referrers (signatures, SBOMs) of new images.
+    #[arg(long)]
+    no_referrers: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct SnapshotsArgs {
+    #[command(flatten)]
+    vault: VaultArgs,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Backup(a) => backup(a).await,
+        Command::Snapshots(a) => snapshots(a).await,
+    }
+}
+
+async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = open_vault(
+        &sdk,
+        &VaultConfig {
+            uri: a.vault.vault.clone(),
+            lock: LockPolicy {
+                mode: a.lock_mode,
+                retention_days: a.retention_days,
+                slack_days: a.lock_slack_days,
+            },
+            part_size_mib: a.part_size_mib,
+            parts_in_flight: a.parts_in_flight,
+            storage_class: a.storage_class.clone(),
+        },
+    )?;
+    let source = open_source(&sdk, &a.registry.config())
+        .await
+        .context("connecting to the source registry")?;
+    let opts = BackupOptions {
+        filters: a.filters.filters()?,
+        image_concurrency: a.image_concurrency,
+        blob_concurrency: a.blob_concurrency,
+        trigger: "manual".into(),
+        referrers: !a.no_referrers,
+        ..BackupOptions::default()
+    };
+    let bar: Arc<dyn Progress> = if std::io::stderr().is_terminal() && a.output == Output::Text {
+        Arc::new(progress::Bars::new())
+    } else {
+        Arc::new(ecr_vault_engine::NoProgress)
+    };
+    let report = ecr_vault_engine::backup(&source, &vault, &opts, bar.clone()).await?;
+    drop(bar);
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            let c = &report.counts;
+            println!(
+                "snapshot {} ({})",
+                report
+                    .snapshot
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default(),
+                if report.complete {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
+            );
+            println!(
+                "images: {} ({} copied, {} unchanged, {} failed, {} skipped)",
+                c.images, c.images_copied, c.images_unchanged, c.images_failed, c.images_skipped
+            );
+            println!(
+                "blobs: {} written, {} already in the vault; {} bytes written; {} lock extensions; {:.1}s",
+                c.blobs_written,
+                c.blobs_existing,
+                c.bytes_written,
+                c.lock_extensions,
+                report.duration_ms as f64 / 1000.0
+            );
+            for s in &report.skipped {
+                println!("skipped {}@{}: {}", s.repository, s.reference, s.error);
+            }
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for f in &report.failures {
+                println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
+            }
+        }
+    }
+    Ok(if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = open_vault(
+        &sdk,
+        &VaultConfig {
+            uri: a.vault.vault,
+            ..VaultConfig::default()
+        },
+    )?;
+    let mut rows = Vec::new();
+    for id in vault.list_snapshots().await? {
+        if let Some(s) = vault.get_snapshot(&id).await? {
+            rows.push(serde_json::json!({
+                "id": s.id,
+                "created": s.created,
+                "trigger": s.run.trigger,
+                "complete": s.run.complete,
+                "images": s.images.len(),
+                "bytesWritten": s.run.counts.bytes_written,
+                "failures": s.run.failures.len(),
+            }));
+        }
+    }
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => {
+            println!(
+                "{:<24} {:<22} {:<10} {:>7} {:>14} STATUS",
+                "ID", "CREATED", "TRIGGER", "IMAGES", "BYTES"
+            );
+            for r in rows {
+                println!(
+                    "{:<24} {:<22} {:<10} {:>7} {:>14} {}",
+                    r["id"].as_str().unwrap_or_default(),
+                    r["created"].as_str().unwrap_or_default(),
+                    r["trigger"].as_str().unwrap_or_default(),
+                    r["images"],
+                    r["bytesWritten"],
+                    if r["complete"].as_bool() == Some(true) {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

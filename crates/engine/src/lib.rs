@@ -1,1 +1,31 @@
-//! Backup and restore engine: source listing, plan, closure copy, snapshots, verify.
+//! The ecr-vault engine: what the CLI and the Lambda functions run.
+//!
+//! The path of a backup, one file each:
+//! [`source`] lists images → [`filter`] selects → [`backup`] plans and drives →
+//! [`copy`] moves each closure into the vault (crate `ecr-vault-vault`).
+
+pub mod backup;
+pub mod context;
+pub mod copy;
+pub mod filter;
+pub mod progress;
+pub mod source;
+
+pub use backup::{BackupOptions, BackupReport, backup, backup_listing};
+pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault};
+pub use filter::{FilterSpec, Filters};
+pub use progress::{NoProgress, Progress};
+pub use source::{Listing, Source, SourceImage};
+
+/// Errors that stop a whole run (as opposed to one image, which is recorded and skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Vault(#[from] ecr_vault_vault::VaultError),
+    #[error(transparent)]
+    Registry(#[from] ecr_vault_registry::RegistryError),
+    #[error(transparent)]
+    Ecr(#[from] ecr_vault_ecr::EcrError),
+}

@@ -1,7 +1,7 @@
 //! Vault errors, keeping S3's status and code so callers can tell throttling from refusal.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use ecr_vault_registry::RegistryError;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,12 @@ pub enum VaultError {
 }
 
 impl VaultError {
-    pub(crate) fn s3<E>(op: &'static str, bucket: &str, key: &str, e: SdkError<E, HttpResponse>) -> Self
+    pub(crate) fn s3<E>(
+        op: &'static str,
+        bucket: &str,
+        key: &str,
+        e: SdkError<E, HttpResponse>,
+    ) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -61,13 +66,23 @@ impl VaultError {
     /// A conditional write lost: the object already exists (412), or a concurrent conditional
     /// write is in progress (409).
     pub fn is_precondition_failed(&self) -> bool {
-        matches!(self, VaultError::S3 { status: Some(412), .. })
-            || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "PreconditionFailed")
+        matches!(
+            self,
+            VaultError::S3 {
+                status: Some(412),
+                ..
+            }
+        ) || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "PreconditionFailed")
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self, VaultError::S3 { status: Some(404), .. })
-            || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "NoSuchKey" || c == "NotFound")
+        matches!(
+            self,
+            VaultError::S3 {
+                status: Some(404),
+                ..
+            }
+        ) || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "NoSuchKey" || c == "NotFound")
     }
 
     /// Throttling, server errors and dropped connections: worth another try.
@@ -75,11 +90,13 @@ impl VaultError {
         match self {
             VaultError::S3 { status, code, .. } => {
                 matches!(status, None | Some(408 | 409 | 429 | 500 | 502 | 503 | 504))
-                    || matches!(code.as_deref(), Some("SlowDown" | "RequestTimeout" | "InternalError"))
+                    || matches!(
+                        code.as_deref(),
+                        Some("SlowDown" | "RequestTimeout" | "InternalError")
+                    )
             }
             VaultError::Source(e) => e.is_retryable(),
             _ => false,
         }
     }
 }
-

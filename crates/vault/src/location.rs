@@ -103,7 +103,10 @@ mod tests {
         assert_eq!(v.layout_key(), "ecr/prod/oci-layout");
         let d = Digest::of(b"x");
         assert_eq!(v.blob_key(&d), format!("ecr/prod/blobs/sha256/{}", d.hex()));
-        assert_eq!(VaultLocation::parse("s3://abc").unwrap().layout_key(), "oci-layout");
+        assert_eq!(
+            VaultLocation::parse("s3://abc").unwrap().layout_key(),
+            "oci-layout"
+        );
     }
 
     #[test]

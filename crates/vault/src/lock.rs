@@ -125,8 +125,14 @@ mod tests {
 
     #[test]
     fn parses_modes() {
-        assert_eq!("compliance".parse::<LockMode>().unwrap(), LockMode::Compliance);
-        assert_eq!("GOVERNANCE".parse::<LockMode>().unwrap(), LockMode::Governance);
+        assert_eq!(
+            "compliance".parse::<LockMode>().unwrap(),
+            LockMode::Compliance
+        );
+        assert_eq!(
+            "GOVERNANCE".parse::<LockMode>().unwrap(),
+            LockMode::Governance
+        );
         assert!("legal".parse::<LockMode>().is_err());
     }
 }

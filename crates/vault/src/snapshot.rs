@@ -360,7 +360,11 @@ mod tests {
         let ann = ix.manifests()[0].annotations().as_ref().unwrap();
         assert_eq!(ann[ANN_REF_NAME], "team/app/api:v1");
         assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
-        assert_eq!(s.to_bytes().unwrap(), bytes, "serialization is deterministic");
+        assert_eq!(
+            s.to_bytes().unwrap(),
+            bytes,
+            "serialization is deterministic"
+        );
     }
 
     #[test]
@@ -369,5 +373,55 @@ mod tests {
         assert_eq!(id.time().unwrap().to_rfc3339(), "2026-11-24T02:00:00+00:00");
         assert!(SnapshotId::parse("../../x").is_err());
         assert!(SnapshotId::parse("20261124T020000Z-zz").is_err());
+    }
+}
+
+/// Largest snapshot document read back (about 150,000 image records).
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+
+impl crate::store::Vault {
+    /// Writes a snapshot once, locked like everything it references.
+    pub async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        until: DateTime<Utc>,
+    ) -> Result<String, VaultError> {
+        let key = self.location().snapshot_key(&snapshot.id);
+        let bytes = snapshot.to_bytes()?;
+        self.put_document_until(&key, bytes, OCI_INDEX, until)
+            .await?;
+        Ok(key)
+    }
+
+    /// Snapshot ids in the vault, oldest first.
+    pub async fn list_snapshots(&self) -> Result<Vec<SnapshotId>, VaultError> {
+        let prefix = self.location().snapshots_prefix();
+        let mut ids: Vec<SnapshotId> = self
+            .list_keys(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(k, _)| {
+                let name = k.strip_prefix(&prefix)?.strip_suffix(".json")?;
+                SnapshotId::parse(name).ok()
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub async fn get_snapshot(&self, id: &SnapshotId) -> Result<Option<Snapshot>, VaultError> {
+        let key = self.location().snapshot_key(id);
+        match self.get_document(&key, MAX_SNAPSHOT_BYTES).await? {
+            Some(b) => Snapshot::from_bytes(&key, &b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest snapshot, if any.
+    pub async fn latest_snapshot(&self) -> Result<Option<Snapshot>, VaultError> {
+        match self.list_snapshots().await?.pop() {
+            Some(id) => self.get_snapshot(&id).await,
+            None => Ok(None),
+        }
     }
 }

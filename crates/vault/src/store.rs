@@ -47,6 +47,7 @@ impl Default for VaultOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectState {
     pub size: u64,
+    pub content_type: Option<String>,
     pub retain_until: Option<DateTime<Utc>>,
     pub mode: Option<LockMode>,
     pub version_id: Option<String>,
@@ -71,7 +72,11 @@ pub enum WriteOutcome {
 }
 
 impl Vault {
-    pub fn new(s3: aws_sdk_s3::Client, loc: VaultLocation, opts: VaultOptions) -> Result<Self, VaultError> {
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        loc: VaultLocation,
+        opts: VaultOptions,
+    ) -> Result<Self, VaultError> {
         const MIN_PART: usize = 5 * 1024 * 1024;
         if opts.part_size < MIN_PART || opts.part_size > 512 * 1024 * 1024 {
             return Err(VaultError::Config(format!(
@@ -80,10 +85,14 @@ impl Vault {
             )));
         }
         if opts.parts_in_flight == 0 {
-            return Err(VaultError::Config("parts in flight must be at least 1".into()));
+            return Err(VaultError::Config(
+                "parts in flight must be at least 1".into(),
+            ));
         }
         if opts.lock.retention_days == 0 {
-            return Err(VaultError::Config("retention must be at least 1 day".into()));
+            return Err(VaultError::Config(
+                "retention must be at least 1 day".into(),
+            ));
         }
         let permits = Arc::new(Semaphore::new(opts.parts_in_flight));
         Ok(Vault {
@@ -118,13 +127,18 @@ impl Vault {
         {
             Ok(out) => Ok(Some(ObjectState {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
+                content_type: out.content_type().map(str::to_owned),
                 retain_until: out.object_lock_retain_until_date().and_then(from_s3_time),
                 mode: out.object_lock_mode().and_then(|m| m.as_str().parse().ok()),
                 version_id: out.version_id().map(str::to_owned),
             })),
             Err(e) => {
                 let err = VaultError::s3("HeadObject", &self.loc.bucket, key, e);
-                if err.is_not_found() { Ok(None) } else { Err(err) }
+                if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
             }
         }
     }
@@ -134,7 +148,10 @@ impl Vault {
     }
 
     /// Reads the lock with GetObjectRetention, for servers whose HEAD omits it.
-    pub async fn retention(&self, key: &str) -> Result<Option<(LockMode, DateTime<Utc>)>, VaultError> {
+    pub async fn retention(
+        &self,
+        key: &str,
+    ) -> Result<Option<(LockMode, DateTime<Utc>)>, VaultError> {
         match self
             .s3
             .get_object_retention()
@@ -177,9 +194,21 @@ impl Vault {
         if !policy.needs_extension(current, now) {
             return Ok(false);
         }
-        // The mode of an existing COMPLIANCE lock cannot change; keep whatever the object has.
-        let mode = state.mode.unwrap_or(policy.mode);
-        let until = policy.write_until(now);
+        self.set_lock(key, state, policy.write_until(now)).await
+    }
+
+    /// Sets `key`'s retain-until to `until` if that is later than its current lock; never
+    /// shortens. The mode of an existing lock is kept (COMPLIANCE cannot change anyway).
+    pub async fn set_lock(
+        &self,
+        key: &str,
+        state: &ObjectState,
+        until: DateTime<Utc>,
+    ) -> Result<bool, VaultError> {
+        if state.retain_until.is_some_and(|t| t >= until) {
+            return Ok(false);
+        }
+        let mode = state.mode.unwrap_or(self.opts.lock.mode);
         let mut req = self
             .s3
             .put_object_retention()
@@ -202,14 +231,27 @@ impl Vault {
     }
 
     /// Writes a small document (manifest, index, snapshot) whose bytes are already in memory,
-    /// once: HEAD first, then a conditional, locked PUT whose `x-amz-checksum-sha256` is the
-    /// content digest, so S3 re-verifies it.
+    /// once, locked for a snapshot taken at `now`.
     pub async fn put_document(
         &self,
         key: &str,
         bytes: Bytes,
         content_type: &str,
         now: DateTime<Utc>,
+    ) -> Result<WriteOutcome, VaultError> {
+        self.put_document_until(key, bytes, content_type, self.opts.lock.write_until(now))
+            .await
+    }
+
+    /// Writes a small document once, locked until `until`: HEAD first, then a conditional PUT
+    /// whose `x-amz-checksum-sha256` is the content digest, so S3 re-verifies it. If it exists,
+    /// its size must match and its lock is raised to `until` when shorter.
+    pub async fn put_document_until(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        until: DateTime<Utc>,
     ) -> Result<WriteOutcome, VaultError> {
         if let Some(state) = self.head(key).await? {
             if state.size != bytes.len() as u64 {
@@ -222,10 +264,10 @@ impl Vault {
                     ),
                 });
             }
-            self.ensure_locked(key, &state, now).await?;
+            self.set_lock(key, &state, until).await?;
             return Ok(WriteOutcome::Existed);
         }
-        self.put_once(key, bytes, content_type, None, now).await
+        self.put_once(key, bytes, content_type, None, until).await
     }
 
     /// The conditional, locked single PUT shared by documents and small blobs.
@@ -235,7 +277,7 @@ impl Vault {
         bytes: Bytes,
         content_type: &str,
         storage_class: Option<StorageClass>,
-        now: DateTime<Utc>,
+        until: DateTime<Utc>,
     ) -> Result<WriteOutcome, VaultError> {
         let digest = Digest::of(&bytes);
         let checksum = base64::engine::general_purpose::STANDARD.encode(digest.raw());
@@ -250,7 +292,7 @@ impl Vault {
             .checksum_sha256(checksum)
             .if_none_match("*")
             .object_lock_mode(self.opts.lock.mode.as_s3())
-            .object_lock_retain_until_date(to_s3_time(self.opts.lock.write_until(now)))
+            .object_lock_retain_until_date(to_s3_time(until))
             .body(ByteStream::from(bytes));
         if let Some(sc) = storage_class {
             req = req.storage_class(sc);
@@ -281,7 +323,11 @@ impl Vault {
             Ok(o) => o,
             Err(e) => {
                 let err = VaultError::s3("GetObject", &self.loc.bucket, key, e);
-                return if err.is_not_found() { Ok(None) } else { Err(err) };
+                return if err.is_not_found() {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
             }
         };
         if out.content_length().unwrap_or(0) as u64 > limit {
@@ -338,7 +384,8 @@ impl Vault {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| VaultError::s3("ListObjectsV2", &self.loc.bucket, prefix, e))?;
+            let page =
+                page.map_err(|e| VaultError::s3("ListObjectsV2", &self.loc.bucket, prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
                     out.push((k.to_owned(), o.size().unwrap_or(0).max(0) as u64));

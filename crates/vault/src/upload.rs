@@ -74,7 +74,7 @@ impl Vault {
                     buf.freeze(),
                     expected.content_type,
                     self.opts.blob_storage_class.clone(),
-                    now,
+                    self.opts.lock.write_until(now),
                 )
                 .await?;
             let bytes_sent = if outcome == WriteOutcome::Written {

@@ -1,0 +1,168 @@
+//! Building the engine's clients from configuration: the AWS SDK config, the vault, and the
+//! source registry. Shared by the CLI and the Lambda functions so both behave the same.
+//!
+//! Nothing here talks to the network except [`Source`] construction for ECR without an
+//! explicit registry URL, which asks GetAuthorizationToken for the registry endpoint.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_s3::config::RequestChecksumCalculation;
+use aws_sdk_s3::types::StorageClass;
+use ecr_vault_ecr::Ecr;
+use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
+use ecr_vault_vault::{LockPolicy, Vault, VaultLocation, VaultOptions};
+
+use crate::EngineError;
+use crate::source::Source;
+
+/// Where and how to write the vault.
+#[derive(Clone, Debug)]
+pub struct VaultConfig {
+    /// `s3://bucket[/prefix]`
+    pub uri: String,
+    pub lock: LockPolicy,
+    pub part_size_mib: usize,
+    pub parts_in_flight: usize,
+    /// STANDARD, STANDARD_IA, INTELLIGENT_TIERING or GLACIER_IR (no thaw needed to restore).
+    pub storage_class: Option<String>,
+}
+
+impl Default for VaultConfig {
+    fn default() -> Self {
+        VaultConfig {
+            uri: String::new(),
+            lock: LockPolicy::default(),
+            part_size_mib: 16,
+            parts_in_flight: 6,
+            storage_class: None,
+        }
+    }
+}
+
+/// Where images come from (backup) or go to (restore).
+#[derive(Clone, Debug)]
+pub enum RegistryConfig {
+    /// ECR through the ECR API. `registry_url` overrides the endpoint GetAuthorizationToken
+    /// reports (private endpoints, tests).
+    Ecr {
+        registry_url: Option<String>,
+        registry_id: Option<String>,
+    },
+    /// Any OCI registry.
+    Oci {
+        url: String,
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl RegistryConfig {
+    /// `ecr` or a registry URL, as the CLI and restore requests spell it.
+    pub fn parse(
+        spec: &str,
+        registry_url: Option<String>,
+        username: Option<String>,
+        password: Option<String>,
+    ) -> Self {
+        if spec.eq_ignore_ascii_case("ecr") {
+            RegistryConfig::Ecr {
+                registry_url,
+                registry_id: None,
+            }
+        } else {
+            RegistryConfig::Oci {
+                url: spec.to_owned(),
+                username,
+                password,
+            }
+        }
+    }
+}
+
+/// Loads the standard AWS configuration (env, profiles, `AWS_ENDPOINT_URL_*`).
+pub async fn aws_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// The S3 client for the vault. Path-style addressing when an endpoint override is set
+/// (S3-compatible servers), and no SDK-computed checksums: every write carries one we
+/// computed, so a write that forgot it fails loudly under Object Lock instead of silently
+/// getting a trailer some servers refuse (docs/decisions/0002).
+pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
+    let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
+    let conf = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(custom_endpoint)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub fn open_vault(sdk: &SdkConfig, cfg: &VaultConfig) -> Result<Vault, EngineError> {
+    let loc = VaultLocation::parse(&cfg.uri)?;
+    let storage_class = match cfg.storage_class.as_deref() {
+        None | Some("") => None,
+        Some(s) => {
+            let sc = StorageClass::from(s.to_ascii_uppercase().as_str());
+            match sc {
+                StorageClass::Standard
+                | StorageClass::StandardIa
+                | StorageClass::IntelligentTiering
+                | StorageClass::GlacierIr => Some(sc),
+                _ => {
+                    return Err(EngineError::Config(format!(
+                        "storage class {s:?} is not one that restores without a thaw \
+                         (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR)"
+                    )));
+                }
+            }
+        }
+    };
+    Ok(Vault::new(
+        s3_client(sdk),
+        loc,
+        VaultOptions {
+            lock: cfg.lock,
+            part_size: cfg.part_size_mib.saturating_mul(1024 * 1024),
+            parts_in_flight: cfg.parts_in_flight,
+            blob_storage_class: storage_class,
+        },
+    )?)
+}
+
+/// Builds the source: for ECR, the ECR client plus a registry client authenticated with
+/// refreshed ECR tokens.
+pub async fn open_source(sdk: &SdkConfig, cfg: &RegistryConfig) -> Result<Source, EngineError> {
+    match cfg {
+        RegistryConfig::Ecr {
+            registry_url,
+            registry_id,
+        } => {
+            let ecr = Ecr::new(aws_sdk_ecr::Client::new(sdk), registry_id.clone());
+            let url = match registry_url {
+                Some(u) => u.clone(),
+                None => ecr.authorization().await?.0,
+            };
+            let registry =
+                RegistryClient::new(&url, ecr.credential_provider(), ClientOptions::default())?;
+            Ok(Source::Ecr { ecr, registry })
+        }
+        RegistryConfig::Oci {
+            url,
+            username,
+            password,
+        } => {
+            let creds = match (username, password) {
+                (Some(u), Some(p)) => Some(Credentials::new(u, p)),
+                _ => None,
+            };
+            let registry = RegistryClient::new(
+                url,
+                Arc::new(StaticCredentials(creds)),
+                ClientOptions::default(),
+            )?;
+            Ok(Source::Registry { registry })
+        }
+    }
+}
