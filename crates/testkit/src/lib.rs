@@ -30,12 +30,45 @@
 //!   extension, SHA-256 multipart parts) behaves like AWS; details in [`s3`].
 //! - **SeaweedFS ports**: `weed mini` needs ~10 ports and derives the admin gRPC port as
 //!   admin port + 10000; all are set explicitly. Socket files go to the server's own TMPDIR.
-//! - **moto** keeps state in memory: each [`Moto`] starts empty. It needs `imageDigest` on
-//!   `PutImage` to be trusted; the harness always passes it. Details in [`moto`].
+//! - **moto** keeps state in memory: each [`Moto`] starts empty. The harness always passes
+//!   `imageDigest` to `PutImage`. Its S3 wants `x-amz-sdk-checksum-algorithm` (or
+//!   Content-MD5) on locked writes: `.checksum_sha256(v)` alone is refused, so set
+//!   `.checksum_algorithm(Sha256)` too. Its `GetBucketVersioning` reply does not parse in the
+//!   Rust SDK, and its lock enforcement is weak (see [`moto`]): test lock semantics on
+//!   SeaweedFS.
 //! - **skopeo 1.9** pushes byte-exact with `--preserve-digests`; it compresses non-gzip
 //!   layers otherwise, which is why fixture layers are real (stored) gzip streams.
 //! - **Servers see a scrubbed environment**: `AWS_*`, `REGISTRY_*`, `S3_*`, `MOTO_*`,
 //!   `WEED_*` from the test process are removed.
+
+//! # Typical use
+//! ```ignore
+//! use ecr_vault_testkit::{fixtures, skopeo_digest, unique_name, Stack};
+//!
+//! #[tokio::test]
+//! async fn backup_then_restore() -> anyhow::Result<()> {
+//!     let stack = Stack::shared().await?; // one stack per test binary
+//!     let bucket = unique_name("vault");
+//!     stack.s3.create_locked_bucket(&bucket).await?;
+//!     let repo = format!("{}/app", unique_name("t"));
+//!     let img = fixtures::multi_arch_oci(7, &[4096, 8192], &[])?
+//!         .push_with_skopeo(&stack.registry, &repo, &["v1"])
+//!         .await?;
+//!     stack.moto.register_pushed(&img).await?; // ECR control plane knows it too
+//!     // ... run the product (library, or the CLI with `stack.env()`) ...
+//!     let target = ecr_vault_testkit::Registry::start().await?; // fresh restore target
+//!     // ... restore into `target`, then judge with an independent tool:
+//!     assert_eq!(skopeo_digest(&target, &format!("{repo}:v1")).await?, img.digest);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Generated images: [`fixtures`] (OCI and Docker images and indexes, referrers, cosign
+//! signature tags, many-layer images, shared layers, streamed multi-GiB layers). Checks that
+//! do not go through product code: [`Registry`] raw HTTP calls and [`skopeo`].
+//!
+//! The `ecr-vault-stack` binary runs the same stack for demos and benchmarks
+//! (`ecr-vault-stack up --dir DIR --seed`, then `. DIR/env`).
 
 pub mod fixtures;
 pub mod moto;

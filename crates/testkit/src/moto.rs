@@ -1,4 +1,5 @@
-//! moto (`moto_server`) as the ECR control plane (and an alternative, stricter S3).
+//! moto (`moto_server`) as the ECR control plane, and an S3 that enforces Object Lock's
+//! integrity-header rule (which SeaweedFS does not).
 //!
 //! # What moto 5.2.5 does (verified by `tests/stack.rs` and `tests/seaweed_probe.rs`)
 //! - `GetAuthorizationToken` returns one `AuthorizationData`: token
@@ -11,9 +12,19 @@
 //!   with its tags; `DescribeImages`, `ListImages` and `BatchGetImage` return it, the manifest
 //!   bytes unchanged. Always pass `imageDigest`: the harness never relies on moto hashing.
 //!   Pushing the same digest with a second tag adds the tag.
-//! - S3 enforces the Object Lock integrity rule like AWS: `PutObject` with lock headers needs
-//!   `Content-MD5` or `x-amz-sdk-checksum-algorithm`; `x-amz-checksum-sha256` alone is not enough
-//!   (MissingUploadObjectWithObjectLockHeaders). Bucket names must be 3+ characters.
+//! - S3 as a vault (`Moto::s3_client`), stricter than SeaweedFS in one place, weaker in others:
+//!   - it enforces the Object Lock integrity rule: a locked `PutObject` needs `Content-MD5` or
+//!     `x-amz-sdk-checksum-algorithm`. With aws-sdk-s3, the default (CRC32) passes, and so does
+//!     `.checksum_algorithm(Sha256).checksum_sha256(v)`, but `.checksum_sha256(v)` *alone* is
+//!     refused (MissingUploadObjectWithObjectLockHeaders), although AWS documents any
+//!     `x-amz-checksum-*` header as enough. Set the algorithm along with the value.
+//!   - `If-None-Match: *` gives 412 on PutObject and CompleteMultipartUpload, like AWS.
+//!   - `GetBucketVersioning` answers with a `GetBucketVersioningResponse` XML root that the
+//!     Rust SDK cannot parse (an "unhandled" error); versioning is in fact Enabled.
+//!   - seen with boto3: `GetObjectRetention` returns 500; `PutObjectRetention` accepts a
+//!     *shorter* COMPLIANCE date; a multipart upload created with lock headers has no lock
+//!     on HEAD. Lock semantics must be tested against SeaweedFS, not moto.
+//!   - bucket names must be 3+ characters.
 
 use std::ffi::OsString;
 

@@ -28,7 +28,10 @@
 //! Differs from AWS S3 (do not rely on SeaweedFS to catch these; moto does):
 //! - A PutObject with Object Lock headers and **no** checksum or Content-MD5 is accepted.
 //!   AWS (and moto) refuse it. Tests of the "integrity header required" rule must use
-//!   [`crate::Moto::s3_client`].
+//!   [`crate::Moto::s3_client`]. (`.checksum_sha256(v)` alone is enough here; moto also
+//!   wants `.checksum_algorithm(Sha256)`, so set both.)
+//! - A bucket with Object Lock but no default retention: objects are locked only when the
+//!   request says so.
 //!
 //! # Ports
 //! `weed mini` runs master, volume, filer, S3 and admin servers in one process. Every HTTP and
