@@ -4,10 +4,12 @@
 //! [`source`] lists images → [`filter`] selects → [`backup`] plans and drives →
 //! [`copy`] moves each closure into the vault (crate `ecr-vault-vault`).
 
+pub mod audit;
 pub mod backup;
 pub mod context;
 pub mod copy;
 pub mod filter;
+pub mod metrics;
 pub mod progress;
 pub mod source;
 
