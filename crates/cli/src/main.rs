@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Progress, RegistryConfig, VaultConfig, aws_config,
-    open_source, open_vault,
+    BackupOptions, FilterSpec, Filters, Mapping, Progress, RegistryConfig, RestoreRequest,
+    SnapshotSel, VaultConfig, aws_config, open_source, open_vault,
 };
 use ecr_vault_vault::{LockMode, LockPolicy};
 
@@ -47,6 +47,72 @@ enum Command {
     Backup(BackupArgs),
     /// List the snapshots in a vault.
     Snapshots(SnapshotsArgs),
+    /// Restore images from the vault into ECR or any OCI registry.
+    Restore(RestoreArgs),
+    /// Show a snapshot's contents, or the capture history of repository:tag.
+    Show(ShowArgs),
+    /// Check that snapshots are complete and locked; with --deep, re-hash every byte.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    vault: VaultArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Snapshot id, or `latest`.
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Restore each repository:tag as it was at this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    as_of: Option<String>,
+    /// Only these image digests (repeatable).
+    #[arg(long = "digest", value_name = "DIGEST")]
+    digests: Vec<String>,
+    /// Rename repositories: FROM=TO (FROM and everything under it), or PREFIX/=NEWPREFIX/.
+    #[arg(long = "rename", value_name = "FROM=TO")]
+    renames: Vec<String>,
+    /// Rename tags: FROM=TO.
+    #[arg(long = "retag", value_name = "FROM=TO")]
+    retags: Vec<String>,
+    /// Push manifests by digest only, no tags.
+    #[arg(long)]
+    digest_only: bool,
+    /// Print the plan; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Images restored at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    vault: VaultArgs,
+    /// A snapshot id, `latest`, or repository:tag for its capture history.
+    what: String,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    vault: VaultArgs,
+    /// Snapshot id or `latest`; default: every snapshot.
+    #[arg(long)]
+    snapshot: Option<String>,
+    /// Re-hash every blob and report overwritten keys.
+    #[arg(long)]
+    deep: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Args, Clone)]
@@ -203,6 +269,9 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Backup(a) => backup(a).await,
         Command::Snapshots(a) => snapshots(a).await,
+        Command::Restore(a) => restore(a).await,
+        Command::Show(a) => show(a).await,
+        Command::Verify(a) => verify(a).await,
     }
 }
 
@@ -314,17 +383,17 @@ async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Text => {
             println!(
-                "{:<24} {:<22} {:<10} {:>7} {:>14} STATUS",
+                "{:<24} {:<26} {:<10} {:>7} {:>14} STATUS",
                 "ID", "CREATED", "TRIGGER", "IMAGES", "BYTES"
             );
             for r in rows {
                 println!(
-                    "{:<24} {:<22} {:<10} {:>7} {:>14} {}",
+                    "{:<24} {:<26} {:<10} {:>7} {:>14} {}",
                     r["id"].as_str().unwrap_or_default(),
                     r["created"].as_str().unwrap_or_default(),
                     r["trigger"].as_str().unwrap_or_default(),
-                    r["images"],
-                    r["bytesWritten"],
+                    r["images"].as_u64().unwrap_or_default(),
+                    r["bytesWritten"].as_u64().unwrap_or_default(),
                     if r["complete"].as_bool() == Some(true) {
                         "complete"
                     } else {
@@ -335,4 +404,205 @@ async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_vault(sdk: &aws_config::SdkConfig, uri: &str) -> anyhow::Result<ecr_vault_vault::Vault> {
+    Ok(open_vault(
+        sdk,
+        &VaultConfig {
+            uri: uri.to_owned(),
+            ..VaultConfig::default()
+        },
+    )?)
+}
+
+async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = read_vault(&sdk, &a.vault.vault)?;
+    let target = open_source(&sdk, &a.registry.config())
+        .await
+        .context("connecting to the target registry")?;
+    let digests = a
+        .digests
+        .iter()
+        .map(|d| ecr_vault_registry::Digest::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let req = RestoreRequest {
+        snapshot: SnapshotSel::parse(a.snapshot.as_deref(), a.as_of.as_deref())?,
+        filters: a.filters.filters()?,
+        digests,
+        mapping: Mapping {
+            renames: Mapping::parse_pairs(&a.renames, "--rename")?,
+            retags: Mapping::parse_pairs(&a.retags, "--retag")?,
+            digest_only: a.digest_only,
+        },
+        dry_run: a.dry_run,
+        concurrency: a.concurrency,
+    };
+    let bar: Arc<dyn Progress> = if std::io::stderr().is_terminal() && a.output == Output::Text {
+        Arc::new(progress::Bars::new())
+    } else {
+        Arc::new(ecr_vault_engine::NoProgress)
+    };
+    let report = ecr_vault_engine::restore(&vault, &target, &req, bar.clone()).await?;
+    drop(bar);
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            let verb = if report.dry_run { "would" } else { "did" };
+            println!(
+                "restore from {} ({})",
+                report.snapshots.join(", "),
+                if report.dry_run {
+                    "dry run: nothing changed"
+                } else {
+                    "applied"
+                }
+            );
+            for r in &report.repositories_created {
+                println!("{verb} create repository {r}");
+            }
+            for p in &report.plan {
+                println!(
+                    "{} → {}@{} tags [{}]: {} blobs, {} bytes to push",
+                    p.source,
+                    p.target,
+                    p.digest,
+                    p.tags.join(", "),
+                    p.blobs_to_push,
+                    p.bytes_to_push
+                );
+            }
+            println!(
+                "images {}; blobs {} pushed, {} mounted, {} present; {} bytes; manifests {} pushed, {} present; tags {} pushed, {} unchanged; {:.1}s",
+                report.images,
+                report.blobs_pushed,
+                report.blobs_mounted,
+                report.blobs_present,
+                report.bytes_pushed,
+                report.manifests_pushed,
+                report.manifests_present,
+                report.tags_pushed,
+                report.tags_unchanged,
+                report.duration_ms as f64 / 1000.0
+            );
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for f in &report.failures {
+                println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
+            }
+        }
+    }
+    Ok(if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = read_vault(&sdk, &a.vault.vault)?;
+    if a.what == "latest" || ecr_vault_vault::SnapshotId::parse(&a.what).is_ok() {
+        let sel = SnapshotSel::parse(Some(&a.what), None)?;
+        let snap = match sel {
+            SnapshotSel::Id(id) => vault.get_snapshot(&id).await?,
+            _ => vault.latest_snapshot().await?,
+        }
+        .with_context(|| format!("no snapshot {}", a.what))?;
+        match a.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "id": snap.id, "created": snap.created, "run": snap.run, "images": snap.images,
+                }))?
+            ),
+            Output::Text => {
+                println!(
+                    "snapshot {} created {} ({}, {})",
+                    snap.id,
+                    snap.created,
+                    snap.run.trigger,
+                    if snap.run.complete {
+                        "complete"
+                    } else {
+                        "incomplete"
+                    }
+                );
+                for i in &snap.images {
+                    let name = match &i.tag {
+                        Some(t) => format!("{}:{t}", i.repository),
+                        None => i.repository.to_string(),
+                    };
+                    println!("{name:<50} {} {:?} {}", i.digest, i.role, i.media_type);
+                }
+                for f in &snap.run.failures {
+                    println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // repository:tag → its capture history across snapshots.
+    let image = ecr_vault_registry::ImageRef::parse(&a.what)?;
+    let mut rows = Vec::new();
+    for id in vault.list_snapshots().await? {
+        if let Some(s) = vault.get_snapshot(&id).await? {
+            for i in s.images {
+                if i.repository == image.repo && (image.tag.is_none() || i.tag == image.tag) {
+                    rows.push(serde_json::json!({
+                        "snapshot": s.id, "created": s.created, "tag": i.tag,
+                        "digest": i.digest, "pushedAt": i.pushed_at,
+                    }));
+                }
+            }
+        }
+    }
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Text => {
+            for r in rows {
+                println!(
+                    "{} {} {} {}",
+                    r["created"].as_str().unwrap_or_default(),
+                    r["snapshot"].as_str().unwrap_or_default(),
+                    r["tag"].as_str().unwrap_or("-"),
+                    r["digest"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = read_vault(&sdk, &a.vault.vault)?;
+    let sel = a
+        .snapshot
+        .as_deref()
+        .map(|s| SnapshotSel::parse(Some(s), None))
+        .transpose()?;
+    let report = ecr_vault_engine::verify(&vault, sel.as_ref(), a.deep).await?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            println!(
+                "verified {} snapshot(s): {} objects, {} bytes re-hashed, {} problem(s)",
+                report.snapshots.len(),
+                report.objects_checked,
+                report.bytes_rehashed,
+                report.problems.len()
+            );
+            for p in &report.problems {
+                println!("PROBLEM {}: {}", p.key, p.problem);
+            }
+        }
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

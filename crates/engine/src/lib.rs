@@ -11,13 +11,19 @@ pub mod copy;
 pub mod filter;
 pub mod metrics;
 pub mod progress;
+pub mod restore;
+pub mod select;
 pub mod source;
+pub mod verify;
 
 pub use backup::{BackupOptions, BackupReport, backup, backup_listing};
 pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault};
 pub use filter::{FilterSpec, Filters};
 pub use progress::{NoProgress, Progress};
+pub use restore::{Mapping, RestoreReport, RestoreRequest, restore};
+pub use select::SnapshotSel;
 pub use source::{Listing, Source, SourceImage};
+pub use verify::{VerifyReport, verify};
 
 /// Errors that stop a whole run (as opposed to one image, which is recorded and skipped).
 #[derive(Debug, thiserror::Error)]

@@ -77,10 +77,7 @@ pub(crate) enum Challenge {
 
 impl Challenge {
     pub(crate) fn parse(header: &str) -> Option<Challenge> {
-        let (scheme, params) = header
-            .trim()
-            .split_once(' ')
-            .unwrap_or((header.trim(), ""));
+        let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
         if scheme.eq_ignore_ascii_case("basic") {
             return Some(Challenge::Basic);
         }
@@ -90,7 +87,11 @@ impl Challenge {
         let mut map = HashMap::new();
         let mut rest = params;
         while let Some((key, after)) = rest.split_once('=') {
-            let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+            let key = key
+                .trim()
+                .trim_start_matches(',')
+                .trim()
+                .to_ascii_lowercase();
             let after = after.trim_start();
             let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
                 match quoted.find('"') {
@@ -146,11 +147,9 @@ impl AuthState {
         let challenge = self.challenge.lock().await.clone();
         match challenge {
             None => Ok(None),
-            Some(Challenge::Basic) => Ok(self
-                .provider
-                .credentials()
-                .await?
-                .map(|c| c.basic_header())),
+            Some(Challenge::Basic) => {
+                Ok(self.provider.credentials().await?.map(|c| c.basic_header()))
+            }
             Some(Challenge::Bearer { realm, service, .. }) => {
                 if let Some(t) = self.tokens.lock().await.get(scope)
                     && t.expires > Instant::now()

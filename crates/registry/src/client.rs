@@ -224,10 +224,7 @@ impl RegistryClient {
     pub async fn ping(&self) -> Result<(), RegistryError> {
         let url = self.url("v2/")?;
         // A 401 here is normal before auth; `send` answers the challenge when it can.
-        match self
-            .send(Method::GET, url, &Scope::Catalog, &|r| r)
-            .await
-        {
+        match self.send(Method::GET, url, &Scope::Catalog, &|r| r).await {
             Ok(_) => Ok(()),
             Err(e) if e.status() == Some(401) => Err(e),
             Err(e) => Err(e),
@@ -303,10 +300,15 @@ impl RegistryClient {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
         let resp = self
-            .send(Method::GET, url.clone(), &Scope::Pull(repo), &|r| match &range {
-                Some(v) => r.header(header::RANGE, v),
-                None => r,
-            })
+            .send(
+                Method::GET,
+                url.clone(),
+                &Scope::Pull(repo),
+                &|r| match &range {
+                    Some(v) => r.header(header::RANGE, v),
+                    None => r,
+                },
+            )
             .await?;
         if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
             return Err(RegistryError::Protocol {
@@ -335,7 +337,10 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
-        match self.send(Method::HEAD, url, &Scope::Pull(repo), &|r| r).await {
+        match self
+            .send(Method::HEAD, url, &Scope::Pull(repo), &|r| r)
+            .await
+        {
             Ok(resp) => Ok(Some(content_length(resp.headers()).unwrap_or(0))),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -503,11 +508,10 @@ impl RegistryClient {
             let resp = self.send(Method::GET, url.clone(), scope, &|r| r).await?;
             next = next_link(resp.headers(), &url);
             let bytes = read_limited(resp, 64 * 1024 * 1024, "listing", &url).await?;
-            let body: T =
-                serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
-                    url: url.to_string(),
-                    reason: format!("unreadable listing: {e}"),
-                })?;
+            let body: T = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Protocol {
+                url: url.to_string(),
+                reason: format!("unreadable listing: {e}"),
+            })?;
             out.extend(items(body));
         }
         Ok(out)
@@ -564,9 +568,7 @@ pub struct Referrers {
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
@@ -627,11 +629,7 @@ async fn status_error(method: &Method, url: &Url, resp: Response) -> RegistryErr
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
     let body = resp.text().await.unwrap_or_default();
-    let body: String = body
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
+    let body: String = body.chars().filter(|c| !c.is_control()).take(300).collect();
     RegistryError::Status {
         method: method_name(method),
         url: redact(url),
@@ -669,7 +667,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::LINK,
-            "</v2/a/tags/list?last=x&n=2>; rel=\"next\"".parse().unwrap(),
+            "</v2/a/tags/list?last=x&n=2>; rel=\"next\""
+                .parse()
+                .unwrap(),
         );
         let cur = Url::parse("http://127.0.0.1:5000/v2/a/tags/list?n=2").unwrap();
         assert_eq!(
@@ -682,7 +682,9 @@ mod tests {
     #[test]
     fn refuses_non_http_urls() {
         let creds = Arc::new(crate::auth::StaticCredentials(None));
-        assert!(RegistryClient::new("file:///etc", creds.clone(), ClientOptions::default()).is_err());
+        assert!(
+            RegistryClient::new("file:///etc", creds.clone(), ClientOptions::default()).is_err()
+        );
         assert!(RegistryClient::new("not a url", creds, ClientOptions::default()).is_err());
     }
 }

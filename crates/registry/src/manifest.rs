@@ -80,7 +80,10 @@ impl Descriptor {
         let digest = Digest::parse(&d.digest().to_string())?;
         if d.size() > MAX_BLOB_BYTES {
             return Err(RegistryError::TooLarge {
-                what: format!("descriptor {digest} in {what} (declared {} bytes)", d.size()),
+                what: format!(
+                    "descriptor {digest} in {what} (declared {} bytes)",
+                    d.size()
+                ),
                 limit: MAX_BLOB_BYTES,
             });
         }
@@ -231,7 +234,11 @@ impl Manifest {
                     .as_ref()
                     .map(|s| Descriptor::from_oci(s, &what))
                     .transpose()?;
-                (refs, subject, ix.artifact_type().as_ref().map(|a| a.to_string()))
+                (
+                    refs,
+                    subject,
+                    ix.artifact_type().as_ref().map(|a| a.to_string()),
+                )
             }
         };
         Ok(Manifest {
@@ -296,7 +303,10 @@ mod tests {
         );
         let m = parse(&json).unwrap();
         assert_eq!(m.kind, ManifestKind::Index);
-        assert_eq!(m.references[0].platform.as_ref().unwrap().architecture, "arm64");
+        assert_eq!(
+            m.references[0].platform.as_ref().unwrap().architecture,
+            "arm64"
+        );
     }
 
     #[test]
@@ -326,7 +336,10 @@ mod tests {
             "a".repeat(128)
         );
         assert!(parse(&sha512).is_err());
-        assert!(matches!(parse("not json"), Err(RegistryError::Malformed { .. })));
+        assert!(matches!(
+            parse("not json"),
+            Err(RegistryError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -181,7 +181,10 @@ impl ImageRef {
         // The tag separator is the last ':' after the last '/'.
         let slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (repo, tag) = match rest[slash..].rfind(':') {
-            Some(i) => (&rest[..slash + i], Some(Tag::parse(&rest[slash + i + 1..])?)),
+            Some(i) => (
+                &rest[..slash + i],
+                Some(Tag::parse(&rest[slash + i + 1..])?),
+            ),
             None => (rest, None),
         };
         Ok(ImageRef {
@@ -303,7 +306,12 @@ mod tests {
             let t = Tag::parse(&format!("sha256-{hex}{suffix}")).unwrap();
             assert_eq!(t.attached_subject().unwrap().hex(), hex);
         }
-        assert!(Tag::parse("sha256-abc.sig").unwrap().attached_subject().is_none());
+        assert!(
+            Tag::parse("sha256-abc.sig")
+                .unwrap()
+                .attached_subject()
+                .is_none()
+        );
         assert!(
             Tag::parse(&format!("sha256-{hex}.other"))
                 .unwrap()

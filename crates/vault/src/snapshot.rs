@@ -187,7 +187,7 @@ struct IndexEntry {
 }
 
 fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 impl Snapshot {

@@ -289,6 +289,9 @@ impl Vault {
             .key(key)
             .content_type(content_type)
             .content_length(len)
+            // Both the algorithm and the value: moto (like some S3 proxies) refuses a locked
+            // write that names no algorithm, and the SDK then sends our value, not its own.
+            .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(checksum)
             .if_none_match("*")
             .object_lock_mode(self.opts.lock.mode.as_s3())

@@ -277,6 +277,7 @@ impl Vault {
             .upload_id(&upload_id)
             .part_number(part_number)
             .content_length(body.len() as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(&checksum)
             .body(ByteStream::from(body))
             .send()

@@ -102,6 +102,8 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
     let env_path = dir.join("env");
     let _ = std::fs::remove_file(&env_path);
     let stack = Stack::start().await?;
+    // A second, empty registry: the "fresh" target of the disaster drill.
+    let target = Registry::start().await?;
     stack.s3.create_locked_bucket(bucket).await?;
     if seed_images {
         seed(&stack.registry, Some(&stack.moto)).await?;
@@ -109,6 +111,13 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
     let mut env = stack.env();
     env.push(("ECR_VAULT_TEST_BUCKET".into(), bucket.to_string()));
     env.push(("ECR_VAULT_STACK_PID".into(), std::process::id().to_string()));
+    env.push(("ECR_VAULT_TEST_TARGET_URL".into(), target.url()));
+    env.push(("ECR_VAULT_TEST_TARGET_HOST".into(), target.host()));
+    env.push(("ECR_VAULT_TEST_TARGET_USER".into(), target.user.clone()));
+    env.push((
+        "ECR_VAULT_TEST_TARGET_PASSWORD".into(),
+        target.password.clone(),
+    ));
     let mut text = String::from("# written by ecr-vault-stack up; valid while it runs\n");
     for (k, v) in &env {
         text.push_str(&format!("export {k}='{}'\n", v.replace('\'', r"'\''")));
@@ -127,6 +136,7 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
     wait_for_signal().await?;
     eprintln!("ecr-vault-stack: stopping");
     let _ = std::fs::remove_file(&env_path);
+    drop(target);
     drop(stack);
     Ok(())
 }

@@ -1,0 +1,274 @@
+//! Verify: prove that snapshots are restorable and still locked, before an incident.
+//!
+//! For each snapshot checked: the snapshot object and every object its images reference exist,
+//! with the size their descriptors state, locked at least until the snapshot's retain-until.
+//! Manifests are re-hashed always (they are small and parsed anyway); with `deep`, every blob
+//! is re-hashed too and any key with more than one version (an overwrite) is reported.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use ecr_vault_registry::manifest::MAX_MANIFEST_BYTES;
+use ecr_vault_registry::{Descriptor, Digest, DigestWriter, Manifest, ManifestKind};
+use ecr_vault_vault::{Snapshot, Vault};
+use serde::Serialize;
+
+use crate::EngineError;
+use crate::select::SnapshotSel;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Problem {
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    pub snapshots: Vec<String>,
+    pub objects_checked: u64,
+    pub bytes_rehashed: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct Checker<'a> {
+    vault: &'a Vault,
+    deep: bool,
+    /// digest → earliest retain-until found (None: checked and failed).
+    checked: BTreeMap<Digest, Option<DateTime<Utc>>>,
+    report: VerifyReport,
+}
+
+/// Verifies one snapshot, the latest, or every snapshot (`all`).
+pub async fn verify(
+    vault: &Vault,
+    sel: Option<&SnapshotSel>,
+    deep: bool,
+) -> Result<VerifyReport, EngineError> {
+    let ids = match sel {
+        None => vault.list_snapshots().await?,
+        Some(SnapshotSel::Id(id)) => vec![id.clone()],
+        Some(SnapshotSel::Latest) => vault.list_snapshots().await?.pop().into_iter().collect(),
+        Some(SnapshotSel::AsOf(t)) => vault
+            .list_snapshots()
+            .await?
+            .into_iter()
+            .filter(|id| id.time().is_some_and(|st| st <= *t))
+            .next_back()
+            .into_iter()
+            .collect(),
+    };
+    if ids.is_empty() {
+        return Err(EngineError::Config(format!(
+            "no snapshots to verify in {}",
+            vault.location()
+        )));
+    }
+    let mut c = Checker {
+        vault,
+        deep,
+        checked: BTreeMap::new(),
+        report: VerifyReport::default(),
+    };
+    for id in ids {
+        let key = vault.location().snapshot_key(&id);
+        let Some(snap) = vault.get_snapshot(&id).await? else {
+            c.problem(&key, "snapshot listed but unreadable".into());
+            continue;
+        };
+        c.report.snapshots.push(id.to_string());
+        c.snapshot(&key, &snap).await;
+    }
+    if deep {
+        c.versions().await?;
+    }
+    Ok(c.report)
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, problem: String) {
+        self.report.problems.push(Problem {
+            key: key.to_owned(),
+            problem,
+        });
+    }
+
+    async fn snapshot(&mut self, key: &str, snap: &Snapshot) {
+        let required = snap.run.retain_until;
+        self.lock_ok(key, required).await;
+        for rec in &snap.images {
+            let desc = rec.descriptor();
+            self.object(&desc, required, 0).await;
+        }
+    }
+
+    /// Checks existence, size and lock of a key; returns false if it is missing.
+    async fn lock_ok(&mut self, key: &str, required: Option<DateTime<Utc>>) -> Option<u64> {
+        self.report.objects_checked += 1;
+        let state = match self.vault.head(key).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.problem(key, "missing".into());
+                return None;
+            }
+            Err(e) => {
+                self.problem(key, format!("unreadable: {e}"));
+                return None;
+            }
+        };
+        let until = match state.retain_until {
+            Some(u) => Some(u),
+            None => self
+                .vault
+                .retention(key)
+                .await
+                .ok()
+                .flatten()
+                .map(|(_, u)| u),
+        };
+        match (until, required) {
+            (None, _) => self.problem(key, "not locked".into()),
+            (Some(u), Some(r)) if u < r => {
+                self.problem(key, format!("locked until {u}, but its snapshot needs {r}"))
+            }
+            _ => {}
+        }
+        Some(state.size)
+    }
+
+    fn object<'b>(
+        &'b mut self,
+        desc: &'b Descriptor,
+        required: Option<DateTime<Utc>>,
+        depth: u32,
+    ) -> futures::future::BoxFuture<'b, ()> {
+        Box::pin(async move {
+            if depth > 8 {
+                return;
+            }
+            if let Some(prev) = self.checked.get(&desc.digest)
+                && prev.is_some_and(|p| required.is_none_or(|r| p >= r))
+            {
+                return;
+            }
+            let key = self.vault.location().blob_key(&desc.digest);
+            let Some(size) = self.lock_ok(&key, required).await else {
+                self.checked.insert(desc.digest.clone(), None);
+                return;
+            };
+            if desc.size != 0 && size != desc.size {
+                self.problem(&key, format!("{size} bytes, descriptor says {}", desc.size));
+            }
+            self.checked.insert(
+                desc.digest.clone(),
+                required.or(Some(DateTime::<Utc>::MIN_UTC)),
+            );
+            let is_manifest =
+                ecr_vault_registry::manifest::kind_of(&desc.media_type).is_some() || depth == 0;
+            if is_manifest {
+                match self.vault.get_document(&key, MAX_MANIFEST_BYTES).await {
+                    Ok(Some(bytes)) => {
+                        self.report.bytes_rehashed += bytes.len() as u64;
+                        let ct = (!desc.media_type.is_empty()).then_some(desc.media_type.as_str());
+                        match Manifest::parse(&desc.digest, ct, bytes) {
+                            Ok(m) => {
+                                for child in &m.references {
+                                    let child_depth = match m.kind {
+                                        ManifestKind::Index => depth + 1,
+                                        ManifestKind::Image => depth + 100,
+                                    };
+                                    self.object(child, required, child_depth.min(depth + 1))
+                                        .await;
+                                }
+                            }
+                            Err(e) => self.problem(&key, format!("corrupt manifest: {e}")),
+                        }
+                    }
+                    Ok(None) => self.problem(&key, "missing".into()),
+                    Err(e) => self.problem(&key, format!("unreadable: {e}")),
+                }
+            } else if self.deep {
+                self.rehash(&key, &desc.digest).await;
+            }
+        })
+    }
+
+    async fn rehash(&mut self, key: &str, digest: &Digest) {
+        let (_, mut body) = match self.vault.get_stream(key).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.problem(key, format!("unreadable: {e}"));
+                return;
+            }
+        };
+        let mut h = DigestWriter::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => h.update(&c),
+                Err(e) => {
+                    self.problem(key, format!("read failed: {e}"));
+                    return;
+                }
+            }
+        }
+        self.report.bytes_rehashed += h.len();
+        let actual = h.finish();
+        if &actual != digest {
+            self.problem(key, format!("content hashes to {actual}: corrupt"));
+        }
+    }
+
+    /// Keys with more than one version were overwritten after the first write.
+    async fn versions(&mut self) -> Result<(), EngineError> {
+        let s3 = self.vault.client();
+        let loc = self.vault.location();
+        let prefix = loc.key("blobs/");
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        let (mut km, mut vm) = (None::<String>, None::<String>);
+        loop {
+            let page = s3
+                .list_object_versions()
+                .bucket(&loc.bucket)
+                .prefix(&prefix)
+                .set_key_marker(km.take())
+                .set_version_id_marker(vm.take())
+                .send()
+                .await
+                .map_err(|e| EngineError::Config(format!("ListObjectVersions: {e}")))?;
+            for v in page.versions() {
+                *counts
+                    .entry(v.key().unwrap_or_default().to_owned())
+                    .or_default() += 1;
+            }
+            for d in page.delete_markers() {
+                self.problem(d.key().unwrap_or_default(), "has a delete marker".into());
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            km = page.next_key_marker().map(str::to_owned);
+            vm = page.next_version_id_marker().map(str::to_owned);
+        }
+        let referenced: HashSet<String> = self.checked.keys().map(|d| loc.blob_key(d)).collect();
+        for (k, n) in counts {
+            if n > 1 {
+                let note = if referenced.contains(&k) {
+                    ""
+                } else {
+                    " (not referenced)"
+                };
+                self.problem(
+                    &k,
+                    format!("{n} versions: overwritten after the first write{note}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}

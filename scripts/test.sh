@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite: installs what the tests need (idempotent), then runs the checks CI holds
+# every submission to. Every server the tests use runs on 127.0.0.1, started by the harness.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== templates"
+bash scripts/check-templates.sh
+echo "== clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+# Test binaries run one after another; inside each, two test threads (the machine has two
+# cores and each binary shares one local stack between its tests).
+cargo test --workspace --locked -- --test-threads=2
