@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Backup benchmark: ecr-vault vs the two-hop path (skopeo dir: + aws s3 cp) vs the raw limit,
+# peak RSS and local-disk writes of the CLI, a no-change rerun, and restore when available.
+# Everything runs on 127.0.0.1 against the stack from `ecr-vault-stack up`, which this script
+# starts and stops. Writes docs/benchmarks.md and docs/benchmarks.png.
+#
+#   bash scripts/bench.sh                 # full: 2x256 MiB, 256 MiB, 1 GiB, 2 GiB; 3 repetitions,
+#                                         # then the CPU profile section (~20 min in all)
+#   bash scripts/bench.sh --quick         # smoke: 256 MiB layers only, 1 repetition
+#   bash scripts/bench.sh --profile-only  # redo only the CPU profile section of the .md
+#   options: --reps N, --no-profile, --json FILE (dump every measurement), --md FILE, --png FILE
+#
+# The CPU profile uses `perf` (Debian package linux-perf) when it works on the machine, and
+# is skipped otherwise.
+#
+# Needs `bash scripts/setup.sh` first (Debian skopeo/docker-registry/curl, the venv with weed,
+# aws CLI v1 and matplotlib). Disk: the full run keeps ~4 GiB of images in the registry and up
+# to ~8 GiB in SeaweedFS at once, under $TMPDIR (default /tmp); all removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for tool in skopeo curl docker-registry .venv/bin/python .venv/bin/aws .venv/bin/weed; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "$tool" ] || {
+    echo "bench: $tool not found; run: bash scripts/setup.sh" >&2; exit 1; }
+done
+.venv/bin/python -c 'import matplotlib' 2>/dev/null || {
+  echo "bench: matplotlib missing in .venv; run: bash scripts/setup.sh" >&2; exit 1; }
+
+echo "bench: building release binaries" >&2
+cargo build --release --quiet -p ecr-vault-cli -p ecr-vault-testkit
+bin="$PWD/target/release"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/ecr-vault-bench.XXXXXX")"
+"$bin/ecr-vault-stack" up --dir "$work/stack" > "$work/stack.log" 2>&1 &
+stack_pid=$!
+cleanup() {
+  kill "$stack_pid" 2>/dev/null || true
+  wait "$stack_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+deadline=$((SECONDS + 180))
+while [ ! -f "$work/stack/env" ]; do
+  kill -0 "$stack_pid" 2>/dev/null || { echo "bench: stack failed:" >&2; cat "$work/stack.log" >&2; exit 1; }
+  [ "$SECONDS" -lt "$deadline" ] || { echo "bench: stack not ready after 180 s" >&2; cat "$work/stack.log" >&2; exit 1; }
+  sleep 0.2
+done
+# shellcheck disable=SC1091
+source "$work/stack/env"
+
+.venv/bin/python bench/bench.py --work "$work" --bin-dir "$bin" "$@"
