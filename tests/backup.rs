@@ -2,6 +2,8 @@
 //! Lock, and ECR listing through moto. Every test checks the vault with the independent
 //! invariant checker in `support.rs`.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its error.
+
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};

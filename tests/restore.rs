@@ -1,6 +1,8 @@
 //! Restore against the real local stack: back up, wipe, restore into a fresh registry (or
 //! through moto's ECR API), and check the result with skopeo, not with our own code.
 
+#![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its error.
+
 use std::sync::Arc;
 
 use ecr_vault_engine::{

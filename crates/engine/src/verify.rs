@@ -59,8 +59,7 @@ pub async fn verify(
             .list_snapshots()
             .await?
             .into_iter()
-            .filter(|id| id.time().is_some_and(|st| st <= *t))
-            .next_back()
+            .rfind(|id| id.time().is_some_and(|st| st <= *t))
             .into_iter()
             .collect(),
     };

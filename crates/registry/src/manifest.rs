@@ -77,7 +77,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     fn from_oci(d: &oci_spec::image::Descriptor, what: &str) -> Result<Self, RegistryError> {
-        let digest = Digest::parse(&d.digest().to_string())?;
+        let digest = Digest::parse(d.digest().as_ref())?;
         if d.size() > MAX_BLOB_BYTES {
             return Err(RegistryError::TooLarge {
                 what: format!(
