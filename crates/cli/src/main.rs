@@ -231,6 +231,15 @@ struct SnapshotsArgs {
     output: Output,
 }
 
+/// Progress bars on an interactive terminal with text output; nothing otherwise.
+fn progress_for(output: Output) -> Arc<dyn Progress> {
+    if std::io::stderr().is_terminal() && output == Output::Text {
+        Arc::new(progress::Bars::new())
+    } else {
+        Arc::new(ecr_vault_engine::NoProgress)
+    }
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -302,11 +311,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         referrers: !a.no_referrers,
         ..BackupOptions::default()
     };
-    let bar: Arc<dyn Progress> = if std::io::stderr().is_terminal() && a.output == Output::Text {
-        Arc::new(progress::Bars::new())
-    } else {
-        Arc::new(ecr_vault_engine::NoProgress)
-    };
+    let bar = progress_for(a.output);
     let report = ecr_vault_engine::backup(&source, &vault, &opts, bar.clone()).await?;
     drop(bar);
     match a.output {
@@ -439,11 +444,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         dry_run: a.dry_run,
         concurrency: a.concurrency,
     };
-    let bar: Arc<dyn Progress> = if std::io::stderr().is_terminal() && a.output == Output::Text {
-        Arc::new(progress::Bars::new())
-    } else {
-        Arc::new(ecr_vault_engine::NoProgress)
-    };
+    let bar = progress_for(a.output);
     let report = ecr_vault_engine::restore(&vault, &target, &req, bar.clone()).await?;
     drop(bar);
     match a.output {

@@ -77,6 +77,21 @@ pub struct EcrImage {
 }
 
 impl EcrImage {
+    fn from_detail(d: &aws_sdk_ecr::types::ImageDetail) -> Option<Self> {
+        Some(EcrImage {
+            digest: d.image_digest()?.to_owned(),
+            tags: d.image_tags().to_vec(),
+            pushed_at: d
+                .image_pushed_at()
+                .and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
+            size: d.image_size_in_bytes().map(|s| s.max(0) as u64),
+            manifest_media_type: d.image_manifest_media_type().map(str::to_owned),
+            artifact_media_type: d.artifact_media_type().map(str::to_owned),
+            subject: d.subject_manifest_digest().map(str::to_owned),
+            status: d.image_status().map(|s| s.as_str().to_owned()),
+        })
+    }
+
     pub fn is_archived(&self) -> bool {
         matches!(self.status.as_deref(), Some("ARCHIVED" | "ACTIVATING"))
     }
@@ -189,23 +204,11 @@ impl Ecr {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| EcrError::new("DescribeImages", Some(repository), e))?;
-            for d in page.image_details() {
-                let Some(digest) = d.image_digest() else {
-                    continue;
-                };
-                out.push(EcrImage {
-                    digest: digest.to_owned(),
-                    tags: d.image_tags().to_vec(),
-                    pushed_at: d
-                        .image_pushed_at()
-                        .and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
-                    size: d.image_size_in_bytes().map(|s| s.max(0) as u64),
-                    manifest_media_type: d.image_manifest_media_type().map(str::to_owned),
-                    artifact_media_type: d.artifact_media_type().map(str::to_owned),
-                    subject: d.subject_manifest_digest().map(str::to_owned),
-                    status: d.image_status().map(|s| s.as_str().to_owned()),
-                });
-            }
+            out.extend(
+                page.image_details()
+                    .iter()
+                    .filter_map(EcrImage::from_detail),
+            );
         }
         Ok(out)
     }
@@ -229,20 +232,7 @@ impl Ecr {
             .send()
             .await;
         match res {
-            Ok(out) => Ok(out.image_details().first().and_then(|d| {
-                Some(EcrImage {
-                    digest: d.image_digest()?.to_owned(),
-                    tags: d.image_tags().to_vec(),
-                    pushed_at: d
-                        .image_pushed_at()
-                        .and_then(|t| DateTime::from_timestamp(t.secs(), 0)),
-                    size: d.image_size_in_bytes().map(|s| s.max(0) as u64),
-                    manifest_media_type: d.image_manifest_media_type().map(str::to_owned),
-                    artifact_media_type: d.artifact_media_type().map(str::to_owned),
-                    subject: d.subject_manifest_digest().map(str::to_owned),
-                    status: d.image_status().map(|s| s.as_str().to_owned()),
-                })
-            })),
+            Ok(out) => Ok(out.image_details().first().and_then(EcrImage::from_detail)),
             Err(e) => {
                 let err = EcrError::new("DescribeImages", Some(repository), e);
                 if err.is_not_found() {
