@@ -365,3 +365,43 @@ async fn a_vault_write_that_loses_the_race_keeps_one_version() {
     assert_eq!((a, b), (WriteOutcome::Written, WriteOutcome::Existed));
     let _ = RepoName::parse("x").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_one_gib_layer_is_backed_up_verified_and_locked() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("big");
+    const GIB: u64 = 1024 * 1024 * 1024;
+    // Generated as a stream: never stored on disk or held in memory by the test.
+    let p = fixtures::push_big_image(&stack.registry, &format!("{ns}/big"), "v1", 7, GIB)
+        .await
+        .unwrap();
+    let vault = new_vault(
+        &stack.s3,
+        "",
+        VaultOptions {
+            part_size: 16 * 1024 * 1024,
+            parts_in_flight: 4,
+            ..vault_opts()
+        },
+    )
+    .await
+    .unwrap();
+    let source = registry_source(&stack.registry).unwrap();
+    let report = backup(
+        &source,
+        &vault,
+        &opts(&format!("{ns}/**")),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.counts.bytes_written > GIB);
+    let contents = check_vault(&vault, "COMPLIANCE", Utc::now()).await.unwrap();
+    let (big, size) = p.blobs.iter().max_by_key(|(_, s)| *s).unwrap();
+    assert_eq!(*size, GIB);
+    assert_eq!(
+        contents.blobs.get(big.trim_start_matches("sha256:")),
+        Some(&GIB)
+    );
+}
