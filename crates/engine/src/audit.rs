@@ -75,7 +75,9 @@ fn invalid(what: &str, value: &str, why: &str) -> EngineError {
 fn required<'a>(what: &str, v: Option<&'a str>) -> Result<&'a str, EngineError> {
     match v {
         Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(EngineError::Config(format!("audit event: {what} is missing"))),
+        _ => Err(EngineError::Config(format!(
+            "audit event: {what} is missing"
+        ))),
     }
 }
 
@@ -119,9 +121,7 @@ impl AuditRecord {
         }
         let account = match input.account {
             None | Some("") => None,
-            Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => {
-                Some(a.to_owned())
-            }
+            Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => Some(a.to_owned()),
             Some(a) => return Err(invalid("account", a, "expected 12 digits")),
         };
         let region = match input.region {

@@ -100,7 +100,12 @@ mod tests {
 
     #[test]
     fn emf_line_declares_every_metric_with_its_unit_and_value() {
-        let line = backup_emf(&report(), "ecr-vault-backup", "scheduled", 1_795_485_600_000);
+        let line = backup_emf(
+            &report(),
+            "ecr-vault-backup",
+            "scheduled",
+            1_795_485_600_000,
+        );
         assert!(!line.contains('\n'), "one line");
         let v: Value = serde_json::from_str(&line).unwrap();
         let aws = &v["_aws"];
