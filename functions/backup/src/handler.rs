@@ -1,0 +1,587 @@
+//! From a recognised event to engine calls, and back to a JSON response.
+//!
+//! | Event | Engine call | Response |
+//! |---|---|---|
+//! | schedule (both shapes) | [`backup`] with the configured filters, trigger `scheduled` | run summary |
+//! | ECR PUSH | [`backup_listing`] of that one image, trigger `push` | run summary |
+//! | ECR DELETE | [`write_audit`] under `events/` | the audit key |
+//! | SQS work items | one [`backup_listing`] for the batch, trigger `work-item` | `batchItemFailures` |
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use ecr_vault_ecr::EcrImage;
+use ecr_vault_engine::audit::{AuditInput, AuditRecord, write_audit};
+use ecr_vault_engine::metrics::backup_emf;
+use ecr_vault_engine::{
+    BackupOptions, BackupReport, EngineError, Listing, NoProgress, RegistryConfig, Source,
+    SourceImage, backup, backup_listing, open_source, open_vault,
+};
+use ecr_vault_registry::{Digest, RepoName, Tag};
+use ecr_vault_vault::{Counts, Failure, Vault, WriteOutcome};
+use futures::StreamExt as _;
+use lambda_runtime::{Diagnostic, LambdaEvent};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use crate::config::{Config, MAX_LAMBDA_TIMEOUT};
+use crate::event::{
+    EcrImageActionDetail, Incoming, SqsRecord, WorkItem, classify, image_action, parse_work_item,
+    shown,
+};
+
+/// Why an invocation failed. `kind` becomes the Lambda `errorType`.
+#[derive(Debug)]
+pub struct FnError {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl FnError {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        FnError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl From<FnError> for Diagnostic {
+    fn from(e: FnError) -> Self {
+        Diagnostic {
+            error_type: e.kind.to_owned(),
+            error_message: e.message,
+        }
+    }
+}
+
+impl From<EngineError> for FnError {
+    fn from(e: EngineError) -> Self {
+        FnError::new("EngineError", e.to_string())
+    }
+}
+
+/// Everything an invocation needs, built once per cold start.
+pub struct App {
+    cfg: Config,
+    sdk: SdkConfig,
+    vault: Vault,
+    /// Built on first use: without `ECR_VAULT_REGISTRY_URL` it asks ECR for the endpoint.
+    source: OnceCell<Source>,
+}
+
+impl App {
+    /// Builds the clients. No network I/O.
+    pub async fn new(cfg: Config) -> Result<Self, EngineError> {
+        let sdk = ecr_vault_engine::aws_config().await;
+        let vault = open_vault(&sdk, &cfg.vault)?;
+        if cfg.work_queue_url.is_some() {
+            tracing::info!(
+                "ECR_VAULT_WORK_QUEUE_URL is set, but fan-out is not implemented yet: \
+                 scheduled runs back up inline"
+            );
+        }
+        Ok(App {
+            cfg,
+            sdk,
+            vault,
+            source: OnceCell::new(),
+        })
+    }
+
+    async fn source(&self) -> Result<&Source, EngineError> {
+        self.source
+            .get_or_try_init(|| async {
+                let cfg = RegistryConfig::Ecr {
+                    registry_url: self.cfg.registry_url.clone(),
+                    registry_id: None,
+                };
+                open_source(&self.sdk, &cfg).await
+            })
+            .await
+    }
+
+    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FnError> {
+        let (payload, ctx) = event.into_parts();
+        let deadline = deadline_instant(ctx.deadline(), SystemTime::now());
+        match classify(payload).map_err(|e| FnError::new("UnsupportedEvent", e.to_string()))? {
+            Incoming::Schedule { shape, time } => {
+                tracing::info!(shape, time = time.as_deref(), "scheduled backup");
+                self.scheduled(deadline).await
+            }
+            Incoming::EcrImageAction(e) => self.image_action(&e, deadline).await,
+            Incoming::Sqs(records) => Ok(self.work_items(records, deadline).await),
+        }
+    }
+
+    fn options(&self, trigger: &str, deadline: Instant) -> BackupOptions {
+        BackupOptions {
+            filters: self.cfg.filters.clone(),
+            image_concurrency: self.cfg.image_concurrency,
+            trigger: trigger.to_owned(),
+            deadline: Some(deadline),
+            deadline_margin: self.cfg.deadline_margin,
+            ..BackupOptions::default()
+        }
+    }
+
+    /// Prints the run's metrics as one EMF line on stdout.
+    fn emit_metrics(&self, report: &BackupReport, trigger: &str) {
+        let now = chrono::Utc::now().timestamp_millis();
+        println!(
+            "{}",
+            backup_emf(report, &self.cfg.function_name, trigger, now)
+        );
+    }
+
+    async fn scheduled(&self, deadline: Instant) -> Result<Value, FnError> {
+        let source = self.source().await?;
+        let opts = self.options("scheduled", deadline);
+        let report = backup(source, &self.vault, &opts, Arc::new(NoProgress)).await?;
+        self.emit_metrics(&report, "scheduled");
+        log_report(&report, "scheduled");
+        Ok(summary(&report, "scheduled"))
+    }
+
+    async fn image_action(
+        &self,
+        e: &EventBridgeEvent<EcrImageActionDetail>,
+        deadline: Instant,
+    ) -> Result<Value, FnError> {
+        let d = &e.detail;
+        let action = d.action_type.as_deref().unwrap_or_default();
+        if !matches!(action, "PUSH" | "DELETE") {
+            return Err(FnError::new(
+                "UnsupportedEvent",
+                format!(
+                    "an \"ECR Image Action\" with action-type {}: only PUSH and DELETE are \
+                     handled; nothing was written",
+                    d.action_type
+                        .as_deref()
+                        .map_or_else(|| "missing".to_owned(), shown)
+                ),
+            ));
+        }
+        if let Some(result) = d.result.as_deref()
+            && result != "SUCCESS"
+        {
+            tracing::info!(
+                action,
+                result,
+                "ignoring an ECR action that did not succeed"
+            );
+            return Ok(json!({
+                "trigger": action.to_ascii_lowercase(),
+                "ignored": format!("result is {}, not SUCCESS", shown(result)),
+            }));
+        }
+        let a = image_action(d).map_err(|m| {
+            FnError::new(
+                "InvalidEvent",
+                format!("ECR {action} event refused, nothing was written: {m}"),
+            )
+        })?;
+        if action == "DELETE" {
+            return self.audit_delete(e).await;
+        }
+        self.push(&a.repository, &a.digest, a.tag, deadline).await
+    }
+
+    async fn audit_delete(
+        &self,
+        e: &EventBridgeEvent<EcrImageActionDetail>,
+    ) -> Result<Value, FnError> {
+        let d = &e.detail;
+        let record = AuditRecord::new(&AuditInput {
+            time: e.time,
+            account: e.account.as_deref(),
+            region: e.region.as_deref(),
+            repository: d.repository_name.as_deref(),
+            digest: d.image_digest.as_deref(),
+            tag: d.image_tag.as_deref(),
+            event_id: e.id.as_deref(),
+            action: Some("DELETE"),
+        })
+        .map_err(|err| {
+            FnError::new(
+                "InvalidEvent",
+                format!("ECR DELETE event refused, nothing was written: {err}"),
+            )
+        })?;
+        let (key, outcome) = write_audit(&self.vault, &record).await?;
+        let image = format!("{}@{}", record.repository, record.digest);
+        tracing::info!(%image, key, ?outcome, "recorded an ECR delete; nothing deleted");
+        Ok(json!({
+            "trigger": "delete",
+            "image": image,
+            "auditKey": key,
+            "written": outcome == WriteOutcome::Written,
+        }))
+    }
+
+    async fn push(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<Tag>,
+        deadline: Instant,
+    ) -> Result<Value, FnError> {
+        let image = format!("{repo}@{digest}");
+        let filters = &self.cfg.filters;
+        if !filters.repository(repo.as_str()) {
+            return Ok(not_run(
+                "push",
+                skipped(
+                    repo,
+                    digest,
+                    "repository not selected by ECR_VAULT_REPOSITORIES / \
+                     ECR_VAULT_EXCLUDE_REPOSITORIES",
+                ),
+            ));
+        }
+        let source = self.source().await?;
+        let described = describe(source, repo, digest, tag.iter().cloned().collect())
+            .await
+            .map_err(|e| FnError::new("EngineError", format!("{image}: {e}")))?;
+        let img = match described {
+            None => {
+                tracing::info!(%image, "pushed image is gone from ECR; nothing to back up");
+                return Ok(not_run(
+                    "push",
+                    skipped(
+                        repo,
+                        digest,
+                        "image no longer in ECR (deleted since the push); nothing to back up",
+                    ),
+                ));
+            }
+            Some(i) if i.is_archived() => {
+                return Ok(not_run(
+                    "push",
+                    skipped(
+                        repo,
+                        digest,
+                        "image is archived (archived images cannot be pulled); not backed up",
+                    ),
+                ));
+            }
+            Some(i) => i,
+        };
+        // The image's tags as ECR lists them now, plus the pushed tag, through the tag filters.
+        let mut warnings = Vec::new();
+        let mut tags: Vec<Tag> = Vec::new();
+        for t in img.tags.iter().map(String::as_str) {
+            match Tag::parse(t) {
+                Ok(t) => tags.push(t),
+                Err(e) => warnings.push(format!("{image}: {e}")),
+            }
+        }
+        tags.extend(tag);
+        tags.retain(|t| filters.tag(t.as_str()));
+        tags.sort();
+        tags.dedup();
+        if tags.is_empty() && filters.has_tag_filter() {
+            return Ok(not_run(
+                "push",
+                skipped(
+                    repo,
+                    digest,
+                    "no tag selected by ECR_VAULT_TAGS / ECR_VAULT_EXCLUDE_TAGS",
+                ),
+            ));
+        }
+        let listing = Listing {
+            images: vec![SourceImage {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                tags,
+                pushed_at: img.pushed_at,
+                media_type: img.manifest_media_type,
+            }],
+            warnings,
+            ..Listing::default()
+        };
+        let opts = self.options("push", deadline);
+        let report =
+            backup_listing(source, &self.vault, listing, &opts, Arc::new(NoProgress)).await?;
+        self.emit_metrics(&report, "push");
+        log_report(&report, "push");
+        if let Some(f) = report.failures.first() {
+            return Err(FnError::new(
+                "BackupFailed",
+                format!("{image}: {}", f.error),
+            ));
+        }
+        if !report.deferred.is_empty() {
+            return Err(FnError::new(
+                "DeadlineExceeded",
+                format!("{image}: not started, the invocation ran out of time; it will be retried"),
+            ));
+        }
+        Ok(summary(&report, "push"))
+    }
+
+    /// Backs up the valid work items of a batch in one run; answers which messages failed.
+    async fn work_items(&self, records: Vec<SqsRecord>, deadline: Instant) -> Value {
+        let mut failed: Vec<String> = Vec::new();
+        // (repository, digest) → (message ids, tags)
+        let mut wanted: BTreeMap<(RepoName, Digest), (Vec<String>, Vec<Tag>)> = BTreeMap::new();
+        for r in records {
+            match parse_work_item(r.body.as_deref()) {
+                Ok(WorkItem {
+                    repository,
+                    digest,
+                    tags,
+                    run,
+                }) => {
+                    tracing::debug!(message_id = r.message_id, run, "work item");
+                    let entry = wanted.entry((repository, digest)).or_default();
+                    entry.0.push(r.message_id);
+                    entry.1.extend(tags);
+                }
+                Err(why) => {
+                    tracing::warn!(message_id = r.message_id, why, "refused a work item");
+                    failed.push(r.message_id);
+                }
+            }
+        }
+        if !wanted.is_empty() {
+            failed.extend(self.back_up_items(wanted, deadline).await);
+        }
+        failed.sort();
+        failed.dedup();
+        json!({
+            "batchItemFailures": failed
+                .iter()
+                .map(|id| json!({"itemIdentifier": id}))
+                .collect::<Vec<_>>(),
+        })
+    }
+
+    /// Returns the message ids whose image was not backed up.
+    async fn back_up_items(
+        &self,
+        wanted: BTreeMap<(RepoName, Digest), (Vec<String>, Vec<Tag>)>,
+        deadline: Instant,
+    ) -> Vec<String> {
+        let all_ids = || wanted.values().flat_map(|(ids, _)| ids.clone()).collect();
+        let source = match self.source().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot reach the source registry");
+                return all_ids();
+            }
+        };
+        let described: Vec<_> = futures::stream::iter(wanted.iter())
+            .map(|((repo, digest), (_, tags))| async move {
+                let r = describe(source, repo, digest, tags.clone()).await;
+                (repo, digest, r)
+            })
+            .buffer_unordered(self.cfg.image_concurrency.max(1))
+            .collect()
+            .await;
+        let mut failed = Vec::new();
+        let mut images = Vec::new();
+        for (repo, digest, r) in described {
+            let ids = &wanted[&(repo.clone(), digest.clone())].0;
+            let tags = &wanted[&(repo.clone(), digest.clone())].1;
+            match r {
+                Err(e) => {
+                    tracing::warn!(image = %format!("{repo}@{digest}"), error = %e, "describe failed");
+                    failed.extend(ids.iter().cloned());
+                }
+                Ok(None) => {
+                    tracing::info!(image = %format!("{repo}@{digest}"), "work item's image is gone from ECR; nothing to do");
+                }
+                Ok(Some(i)) if i.is_archived() => {
+                    tracing::info!(image = %format!("{repo}@{digest}"), "work item's image is archived; not backed up");
+                }
+                Ok(Some(i)) => {
+                    let mut tags = tags.clone();
+                    tags.sort();
+                    tags.dedup();
+                    images.push(SourceImage {
+                        repo: repo.clone(),
+                        digest: digest.clone(),
+                        tags,
+                        pushed_at: i.pushed_at,
+                        media_type: i.manifest_media_type,
+                    });
+                }
+            }
+        }
+        if images.is_empty() {
+            return failed;
+        }
+        let keys: Vec<(RepoName, Digest)> = images
+            .iter()
+            .map(|i| (i.repo.clone(), i.digest.clone()))
+            .collect();
+        let listing = Listing {
+            images,
+            ..Listing::default()
+        };
+        let opts = self.options("work-item", deadline);
+        match backup_listing(source, &self.vault, listing, &opts, Arc::new(NoProgress)).await {
+            Ok(report) => {
+                self.emit_metrics(&report, "work-item");
+                log_report(&report, "work-item");
+                for key in keys {
+                    let (repo, digest) = (key.0.to_string(), key.1.to_string());
+                    let image = format!("{repo}@{digest}");
+                    let bad = report
+                        .failures
+                        .iter()
+                        .any(|f| f.repository == repo && f.reference == digest)
+                        || report.deferred.contains(&image);
+                    if bad {
+                        failed.extend(wanted[&key].0.iter().cloned());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "work-item run failed");
+                for key in keys {
+                    failed.extend(wanted[&key].0.iter().cloned());
+                }
+            }
+        }
+        failed
+    }
+}
+
+/// Looks one image up by digest: ECR's record of it, or None when it is gone.
+async fn describe(
+    source: &Source,
+    repo: &RepoName,
+    digest: &Digest,
+    tags: Vec<Tag>,
+) -> Result<Option<EcrImage>, String> {
+    match source {
+        Source::Ecr { ecr, .. } => ecr
+            .describe_image(repo.as_str(), &digest.to_string())
+            .await
+            .map_err(|e| e.to_string()),
+        // Not used by the function (its source is always ECR), kept total.
+        Source::Registry { .. } => Ok(Some(EcrImage {
+            digest: digest.to_string(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            pushed_at: None,
+            size: None,
+            manifest_media_type: None,
+            artifact_media_type: None,
+            subject: None,
+            status: None,
+        })),
+    }
+}
+
+/// The invocation deadline as an `Instant`. A deadline that is not in the future cannot come
+/// from Lambda (local emulators send a constant); Lambda's 900 s maximum is assumed then.
+pub fn deadline_instant(deadline: SystemTime, now: SystemTime) -> Instant {
+    match deadline.duration_since(now) {
+        Ok(left) if !left.is_zero() => Instant::now() + left,
+        _ => {
+            let ms = deadline
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            tracing::warn!(
+                deadline_ms = ms as u64,
+                "the invocation deadline is not in the future; assuming Lambda's 900 s maximum"
+            );
+            Instant::now() + MAX_LAMBDA_TIMEOUT
+        }
+    }
+}
+
+fn skipped(repo: &RepoName, digest: &Digest, why: &str) -> Failure {
+    Failure {
+        repository: repo.to_string(),
+        reference: digest.to_string(),
+        error: why.to_owned(),
+    }
+}
+
+/// The response of a push that needed no run: nothing was written.
+fn not_run(trigger: &str, skip: Failure) -> Value {
+    tracing::info!(
+        image = %format!("{}@{}", skip.repository, skip.reference),
+        reason = skip.error,
+        "not backed up"
+    );
+    let report = BackupReport {
+        snapshot: None,
+        snapshot_key: None,
+        complete: true,
+        counts: Counts {
+            images_skipped: 1,
+            ..Counts::default()
+        },
+        failures: Vec::new(),
+        skipped: vec![skip],
+        deferred: Vec::new(),
+        warnings: Vec::new(),
+        duration_ms: 0,
+    };
+    summary(&report, trigger)
+}
+
+/// The run report as the response: `trigger` plus every field of the report.
+fn summary(report: &BackupReport, trigger: &str) -> Value {
+    let mut v = serde_json::to_value(report).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    if let Value::Object(m) = &mut v {
+        m.insert("trigger".into(), Value::from(trigger));
+    }
+    v
+}
+
+fn log_report(r: &BackupReport, trigger: &str) {
+    tracing::info!(
+        trigger,
+        snapshot = r.snapshot.as_ref().map(|s| s.as_str()),
+        complete = r.complete,
+        copied = r.counts.images_copied,
+        unchanged = r.counts.images_unchanged,
+        failed = r.counts.images_failed,
+        deferred = r.deferred.len(),
+        bytes = r.counts.bytes_written,
+        "backup run finished"
+    );
+    for f in &r.failures {
+        tracing::warn!(
+            repository = f.repository,
+            reference = f.reference,
+            error = f.error,
+            "image failed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_real_deadline_is_kept_and_a_past_one_means_the_maximum() {
+        let now = SystemTime::now();
+        let d = deadline_instant(now + Duration::from_secs(30), now);
+        let left = d.saturating_duration_since(Instant::now());
+        assert!(left <= Duration::from_secs(30) && left > Duration::from_secs(25));
+        // cargo-lambda's emulator sends 600000 ms since the epoch.
+        let bogus = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
+        let d = deadline_instant(bogus, now);
+        let left = d.saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(890) && left <= MAX_LAMBDA_TIMEOUT);
+    }
+}
