@@ -382,28 +382,29 @@ impl App {
             }
         };
         let described: Vec<_> = futures::stream::iter(wanted.iter())
-            .map(|((repo, digest), (_, tags))| async move {
+            .map(|((repo, digest), (ids, tags))| async move {
                 let r = describe(source, repo, digest, tags.clone()).await;
-                (repo, digest, r)
+                (repo, digest, ids, tags, r)
             })
             .buffer_unordered(self.cfg.image_concurrency.max(1))
             .collect()
             .await;
         let mut failed = Vec::new();
         let mut images = Vec::new();
-        for (repo, digest, r) in described {
-            let ids = &wanted[&(repo.clone(), digest.clone())].0;
-            let tags = &wanted[&(repo.clone(), digest.clone())].1;
+        // The message ids behind each image that goes into the run.
+        let mut pending: Vec<(String, &Vec<String>)> = Vec::new();
+        for (repo, digest, ids, tags, r) in described {
+            let image = format!("{repo}@{digest}");
             match r {
                 Err(e) => {
-                    tracing::warn!(image = %format!("{repo}@{digest}"), error = %e, "describe failed");
+                    tracing::warn!(image, error = %e, "describe failed");
                     failed.extend(ids.iter().cloned());
                 }
                 Ok(None) => {
-                    tracing::info!(image = %format!("{repo}@{digest}"), "work item's image is gone from ECR; nothing to do");
+                    tracing::info!(image, "work item's image is gone from ECR; nothing to do");
                 }
                 Ok(Some(i)) if i.is_archived() => {
-                    tracing::info!(image = %format!("{repo}@{digest}"), "work item's image is archived; not backed up");
+                    tracing::info!(image, "work item's image is archived; not backed up");
                 }
                 Ok(Some(i)) => {
                     let mut tags = tags.clone();
@@ -416,16 +417,13 @@ impl App {
                         pushed_at: i.pushed_at,
                         media_type: i.manifest_media_type,
                     });
+                    pending.push((image, ids));
                 }
             }
         }
         if images.is_empty() {
             return failed;
         }
-        let keys: Vec<(RepoName, Digest)> = images
-            .iter()
-            .map(|i| (i.repo.clone(), i.digest.clone()))
-            .collect();
         let listing = Listing {
             images,
             ..Listing::default()
@@ -435,23 +433,21 @@ impl App {
             Ok(report) => {
                 self.emit_metrics(&report, "work-item");
                 log_report(&report, "work-item");
-                for key in keys {
-                    let (repo, digest) = (key.0.to_string(), key.1.to_string());
-                    let image = format!("{repo}@{digest}");
+                for (image, ids) in pending {
                     let bad = report
                         .failures
                         .iter()
-                        .any(|f| f.repository == repo && f.reference == digest)
+                        .any(|f| format!("{}@{}", f.repository, f.reference) == image)
                         || report.deferred.contains(&image);
                     if bad {
-                        failed.extend(wanted[&key].0.iter().cloned());
+                        failed.extend(ids.iter().cloned());
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "work-item run failed");
-                for key in keys {
-                    failed.extend(wanted[&key].0.iter().cloned());
+                for (_, ids) in pending {
+                    failed.extend(ids.iter().cloned());
                 }
             }
         }
