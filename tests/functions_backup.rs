@@ -675,7 +675,7 @@ async fn sqs_batch_reports_exactly_the_failed_messages() {
 
     let item = |repo: &str, digest: &str| {
         json!({"action": "backup-image", "repository": repo, "digest": digest,
-               "tags": ["v1"], "run": "20261124T020000Z-abcd"})
+               "tags": ["v1"], "run": "20261124T020000000Z-a1b2c3"})
         .to_string()
     };
     let mut event = sample("sqs-batch.json", &[]);

@@ -76,8 +76,8 @@ mod tests {
 
     fn report() -> BackupReport {
         BackupReport {
-            snapshot: Some(SnapshotId::parse("20261124T020000Z-abc123").unwrap()),
-            snapshot_key: Some("snapshots/20261124T020000Z-abc123.json".into()),
+            snapshot: Some(SnapshotId::parse("20261124T020000000Z-abc123").unwrap()),
+            snapshot_key: Some("snapshots/20261124T020000000Z-abc123.json".into()),
             complete: false,
             counts: Counts {
                 images: 7,
@@ -133,7 +133,7 @@ mod tests {
             assert_eq!(v[name], value, "{name}");
         }
         assert_eq!(v["trigger"], "scheduled");
-        assert_eq!(v["snapshot"], "20261124T020000Z-abc123");
+        assert_eq!(v["snapshot"], "20261124T020000000Z-abc123");
         assert_eq!(v["imagesDeferred"], 1);
     }
 

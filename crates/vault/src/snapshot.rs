@@ -27,7 +27,11 @@ pub const ANN_SUBJECT: &str = "dev.ecr-vault.subject";
 pub const ANN_SNAPSHOT: &str = "dev.ecr-vault.snapshot";
 pub const ANN_RUN: &str = "dev.ecr-vault.run";
 
-/// `YYYYMMDDTHHMMSSZ-<6 hex>`: sorts by time, unique across concurrent runs.
+/// The time part of a snapshot id: compact, fixed width, so ids sort by time.
+const ID_TIME: &str = "%Y%m%dT%H%M%S%3fZ";
+
+/// `YYYYMMDDTHHMMSSmmmZ-<6 hex>`: sorts by time to the millisecond, unique across concurrent
+/// runs.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
@@ -35,26 +39,29 @@ pub struct SnapshotId(String);
 impl SnapshotId {
     pub fn new(now: DateTime<Utc>) -> Self {
         let suffix: u32 = rand::rng().random_range(0..0x100_0000);
-        SnapshotId(format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ")))
+        SnapshotId(format!("{}-{suffix:06x}", now.format(ID_TIME)))
     }
 
     pub fn parse(s: &str) -> Result<Self, VaultError> {
         let bad = || VaultError::Malformed {
             key: s.chars().take(80).collect(),
-            reason: "snapshot ids look like 20261124T020000Z-a1b2c3".into(),
+            reason: "snapshot ids look like 20261124T020000123Z-a1b2c3".into(),
         };
         let (time, suffix) = s.split_once('-').ok_or_else(bad)?;
         if suffix.len() != 6 || !suffix.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
-        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").map_err(|_| bad())?;
+        if time.len() != 19 {
+            return Err(bad());
+        }
+        chrono::NaiveDateTime::parse_from_str(time, ID_TIME).map_err(|_| bad())?;
         Ok(SnapshotId(s.to_owned()))
     }
 
     /// The time the id encodes.
     pub fn time(&self) -> Option<DateTime<Utc>> {
         let (time, _) = self.0.split_once('-')?;
-        chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ")
+        chrono::NaiveDateTime::parse_from_str(time, ID_TIME)
             .ok()
             .map(|t| t.and_utc())
     }
@@ -322,60 +329,6 @@ impl ImageRecord {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> Snapshot {
-        let now = DateTime::parse_from_rfc3339("2026-11-24T02:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        Snapshot {
-            id: SnapshotId::new(now),
-            created: now,
-            images: vec![ImageRecord {
-                repository: RepoName::parse("team/app/api").unwrap(),
-                tag: Some(Tag::parse("v1").unwrap()),
-                media_type: ecr_vault_registry::manifest::OCI_MANIFEST.into(),
-                digest: Digest::of(b"m"),
-                size: 1,
-                platform: None,
-                pushed_at: Some(now),
-                role: Role::Image,
-                subject: None,
-            }],
-            run: RunInfo {
-                trigger: "manual".into(),
-                complete: true,
-                ..Default::default()
-            },
-        }
-    }
-
-    #[test]
-    fn snapshot_is_a_valid_oci_index_and_round_trips() {
-        let s = sample();
-        let bytes = s.to_bytes().unwrap();
-        let ix = oci_spec::image::ImageIndex::from_reader(&bytes[..]).unwrap();
-        let ann = ix.manifests()[0].annotations().as_ref().unwrap();
-        assert_eq!(ann[ANN_REF_NAME], "team/app/api:v1");
-        assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
-        assert_eq!(
-            s.to_bytes().unwrap(),
-            bytes,
-            "serialization is deterministic"
-        );
-    }
-
-    #[test]
-    fn snapshot_ids_sort_by_time_and_validate() {
-        let id = SnapshotId::parse("20261124T020000Z-abc123").unwrap();
-        assert_eq!(id.time().unwrap().to_rfc3339(), "2026-11-24T02:00:00+00:00");
-        assert!(SnapshotId::parse("../../x").is_err());
-        assert!(SnapshotId::parse("20261124T020000Z-zz").is_err());
-    }
-}
-
 /// Largest snapshot document read back (about 150,000 image records).
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -423,5 +376,68 @@ impl crate::store::Vault {
             Some(id) => self.get_snapshot(&id).await,
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        Snapshot {
+            id: SnapshotId::new(now),
+            created: now,
+            images: vec![ImageRecord {
+                repository: RepoName::parse("team/app/api").unwrap(),
+                tag: Some(Tag::parse("v1").unwrap()),
+                media_type: ecr_vault_registry::manifest::OCI_MANIFEST.into(),
+                digest: Digest::of(b"m"),
+                size: 1,
+                platform: None,
+                pushed_at: Some(now),
+                role: Role::Image,
+                subject: None,
+            }],
+            run: RunInfo {
+                trigger: "manual".into(),
+                complete: true,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn snapshot_is_a_valid_oci_index_and_round_trips() {
+        let s = sample();
+        let bytes = s.to_bytes().unwrap();
+        let ix = oci_spec::image::ImageIndex::from_reader(&bytes[..]).unwrap();
+        let ann = ix.manifests()[0].annotations().as_ref().unwrap();
+        assert_eq!(ann[ANN_REF_NAME], "team/app/api:v1");
+        assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
+        assert_eq!(
+            s.to_bytes().unwrap(),
+            bytes,
+            "serialization is deterministic"
+        );
+    }
+
+    #[test]
+    fn snapshot_ids_sort_by_time_and_validate() {
+        let id = SnapshotId::parse("20261124T020000250Z-abc123").unwrap();
+        assert_eq!(
+            id.time().unwrap().to_rfc3339(),
+            "2026-11-24T02:00:00.250+00:00"
+        );
+        let now = Utc::now();
+        let a = SnapshotId::new(now);
+        let b = SnapshotId::new(now + chrono::Duration::milliseconds(1));
+        assert!(a < b, "ids of runs 1 ms apart sort by time");
+        assert_eq!(SnapshotId::parse(a.as_str()).unwrap(), a);
+        assert!(SnapshotId::parse("../../x").is_err());
+        assert!(SnapshotId::parse("20261124T020000000Z-zz").is_err());
+        assert!(SnapshotId::parse("20261124T020000Z-abc123").is_err());
     }
 }

@@ -267,7 +267,7 @@ pub fn parse_work_item(body: Option<&str>) -> Result<WorkItem, String> {
         && !valid_run_id(run)
     {
         return Err(format!(
-            "run is {}, expected YYYYMMDDTHHMMSSZ-<4 hex digits>",
+            "run is {}, expected a snapshot id such as 20261124T020000000Z-a1b2c3",
             shown(run)
         ));
     }
@@ -279,14 +279,9 @@ pub fn parse_work_item(body: Option<&str>) -> Result<WorkItem, String> {
     })
 }
 
-/// `YYYYMMDDTHHMMSSZ-<4 hex>` (docs/deploy.md). Longer hex suffixes (snapshot ids) are fine.
+/// A run id is the snapshot id of the run that planned the item.
 fn valid_run_id(s: &str) -> bool {
-    let Some((time, suffix)) = s.split_once('-') else {
-        return false;
-    };
-    (4..=16).contains(&suffix.len())
-        && suffix.bytes().all(|b| b.is_ascii_hexdigit())
-        && chrono::NaiveDateTime::parse_from_str(time, "%Y%m%dT%H%M%SZ").is_ok()
+    ecr_vault_vault::SnapshotId::parse(s).is_ok()
 }
 
 /// The validated fields of an ECR image action.
@@ -401,7 +396,7 @@ mod tests {
     fn work_items_are_validated() {
         let d = "sha256:cccebb337cb45e831493c358fe82df29dcdd355cba62de55c738ddb99aafe758";
         let ok = format!(
-            r#"{{"action":"backup-image","repository":"a/b","digest":"{d}","tags":[],"run":"20261124T020000Z-abcd"}}"#
+            r#"{{"action":"backup-image","repository":"a/b","digest":"{d}","tags":[],"run":"20261124T020000000Z-a1b2c3"}}"#
         );
         assert!(parse_work_item(Some(&ok)).is_ok());
         for bad in [
@@ -410,7 +405,7 @@ mod tests {
             ok.replace("a/b", "../etc"),
             ok.replace(d, "sha256:1234"),
             ok.replace("\"tags\":[]", "\"tags\":[\"a/b\"]"),
-            ok.replace("20261124T020000Z-abcd", "yesterday"),
+            ok.replace("20261124T020000000Z-a1b2c3", "yesterday"),
         ] {
             assert!(parse_work_item(Some(&bad)).is_err(), "{bad}");
         }
