@@ -235,7 +235,7 @@ pub async fn backup_listing(
     })
 }
 
-enum ImageResult {
+pub(crate) enum ImageResult {
     Done {
         records: Vec<ImageRecord>,
         unchanged: bool,
@@ -259,7 +259,7 @@ fn report_progress(progress: &dyn Progress, img: &SourceImage, r: &ImageResult) 
 }
 
 /// Captures one image and, for a newly captured one, its referrers.
-async fn capture(
+pub(crate) async fn capture(
     copier: &Copier,
     source: &Source,
     img: &SourceImage,
