@@ -58,6 +58,46 @@ else
   failed=1
 fi
 
+# The images sam build makes must contain the binaries CI builds and tests. The Dockerfile runs
+# `cargo lambda build --release --locked -p $PACKAGE --bin $BIN` with the build args of each
+# function in template.yaml; scripts/test.sh compiles those same package/bin targets with
+# --locked (cargo test --workspace), and tests/functions_*.rs run them behind cargo-lambda's
+# emulator. Here: every PACKAGE/BIN pair names a real bin target, and the Dockerfile's pinned
+# toolchain and cargo-lambda match the workspace's rust-version and scripts/requirements.txt.
+check_docker_build_args() {
+  "$VENV/python" - <<'PY'
+import json, re, subprocess, sys
+template = open("template.yaml").read()
+pairs = re.findall(r"DockerBuildArgs:\s*\n\s+PACKAGE:\s*(\S+)\s*\n\s+BIN:\s*(\S+)", template)
+functions = len(re.findall(r"Type:\s*AWS::Serverless::Function", template))
+bad = []
+if len(pairs) != functions:
+    bad.append(f"{functions} functions but {len(pairs)} PACKAGE/BIN build-arg pairs in template.yaml")
+meta = json.loads(subprocess.run(
+    ["cargo", "metadata", "--no-deps", "--format-version", "1", "--locked", "--offline"],
+    check=True, capture_output=True, text=True).stdout)
+bins = {(p["name"], t["name"]) for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
+for package, binary in pairs:
+    if (package, binary) not in bins:
+        bad.append(f"template.yaml builds {package}/{binary}, which is not a bin target of the workspace")
+dockerfile = open("functions/Dockerfile").read()
+def arg(name):
+    m = re.search(rf"^ARG {name}=(\S+)$", dockerfile, re.M)
+    return m.group(1) if m else None
+workspace_rust = re.search(r'^rust-version = "([^"]+)"', open("Cargo.toml").read(), re.M).group(1)
+pinned_lambda = re.search(r"^cargo-lambda==(\S+)$", open("scripts/requirements.txt").read(), re.M).group(1)
+if arg("RUST_VERSION") != workspace_rust:
+    bad.append(f"Dockerfile RUST_VERSION={arg('RUST_VERSION')}, workspace rust-version {workspace_rust}")
+if arg("CARGO_LAMBDA_VERSION") != pinned_lambda:
+    bad.append(f"Dockerfile CARGO_LAMBDA_VERSION={arg('CARGO_LAMBDA_VERSION')}, requirements.txt pins {pinned_lambda}")
+for b in bad:
+    print("   " + b, file=sys.stderr)
+print(f"   {len(pairs)} images: " + ", ".join(f"{p}/{b}" for p, b in pairs))
+sys.exit(1 if bad else 0)
+PY
+}
+run "Dockerfile build args" check_docker_build_args
+
 if [ "$failed" -ne 0 ]; then
   echo "check-templates: FAILED" >&2
   exit 1
