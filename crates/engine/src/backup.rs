@@ -1,4 +1,4 @@
-//! A backup run: list → plan → copy closures → write the snapshot.
+//! A backup run: list → plan ([`crate::plan`]) → copy closures → write the snapshot.
 //!
 //! One bad image never stops the run: its failure is recorded in the snapshot and the report,
 //! and every other image goes on. The snapshot lists only images whose closure is in the vault.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use ecr_vault_registry::{Descriptor, Digest};
+use ecr_vault_registry::{Descriptor, Digest, Tag};
 use ecr_vault_vault::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId, Vault};
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::EngineError;
 use crate::copy::Copier;
 use crate::filter::Filters;
+use crate::plan::{Plan, UnchangedImage};
 use crate::progress::Progress;
 use crate::source::{Listing, Source, SourceImage};
 
@@ -72,7 +73,9 @@ impl BackupReport {
     }
 }
 
-/// Lists the source and backs up everything the filters select.
+/// Lists the source, plans against the vault's newest full-listing snapshot, and backs up
+/// everything the filters select. Unchanged images whose recorded lock suffices are carried
+/// into the new snapshot without any request.
 pub async fn backup(
     source: &Source,
     vault: &Vault,
@@ -82,14 +85,69 @@ pub async fn backup(
     let listing = source
         .list(&opts.filters, opts.image_concurrency.max(4))
         .await;
-    backup_listing(source, vault, listing, opts, progress).await
+    // An unreadable base costs efficiency, never correctness: without one, every image goes
+    // through the copier, which checks the vault before touching the registry.
+    let (base, base_warning) = match crate::plan::base_snapshot(vault).await {
+        Ok(b) => (b, None),
+        Err(e) => (
+            None,
+            Some(format!(
+                "previous snapshot not read ({e}); checking every image"
+            )),
+        ),
+    };
+    let mut plan = crate::plan::compare(
+        listing,
+        base.as_ref(),
+        &opts.filters,
+        vault.options().lock,
+        Utc::now(),
+    );
+    plan.warnings.extend(base_warning);
+    backup_plan(source, vault, plan, opts, progress).await
 }
 
-/// Backs up the images of a listing (a full listing, or one image from a push event).
+/// Backs up the images of a listing (one image from a push event, a batch of work items)
+/// without a base snapshot: each image is checked against the vault by the copier.
 pub async fn backup_listing(
     source: &Source,
     vault: &Vault,
     listing: Listing,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupReport, EngineError> {
+    let plan = crate::plan::compare(
+        listing,
+        None,
+        &opts.filters,
+        vault.options().lock,
+        Utc::now(),
+    );
+    backup_plan(source, vault, plan, opts, progress).await
+}
+
+/// One unit of work: an image to capture, or an unchanged one whose locks need a look.
+enum Work {
+    New(SourceImage),
+    Check(UnchangedImage),
+}
+
+impl Work {
+    fn image(&self) -> &SourceImage {
+        match self {
+            Work::New(i) => i,
+            Work::Check(u) => &u.image,
+        }
+    }
+}
+
+/// Executes a plan: new images through the copier, unchanged ones carried (or, when their
+/// recorded lock falls short or is unknown, checked with one HEAD and extended), then one
+/// snapshot naming everything whose closure is in the vault.
+pub async fn backup_plan(
+    source: &Source,
+    vault: &Vault,
+    plan: Plan,
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport, EngineError> {
@@ -103,29 +161,50 @@ pub async fn backup_listing(
         now,
         opts.blob_concurrency,
         progress.clone(),
-    );
-    let mut failures = listing.failures;
-    let mut warnings = listing.warnings;
-    let skipped = listing.skipped;
-    let images = listing.images;
-    progress.images_total(images.len() as u64);
+    )
+    .with_deadline(opts.deadline, opts.deadline_margin);
+    let policy = vault.options().lock;
+    let mut failures = plan.failures;
+    let mut warnings = plan.warnings;
+    let skipped = plan.skipped;
+    progress.images_total((plan.new.len() + plan.unchanged.len()) as u64);
+
+    // Decided again with this run's clock: the plan may have been made a while ago.
+    let mut carried = Vec::new();
+    let mut work: Vec<Work> = plan.new.into_iter().map(|n| Work::New(n.image)).collect();
+    for u in plan.unchanged {
+        if u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+            let r = ImageResult::Done {
+                records: carry(&u.image, &u.records),
+                unchanged: true,
+            };
+            report_progress(progress.as_ref(), &u.image, &r);
+            carried.push(r);
+        } else {
+            work.push(Work::Check(u));
+        }
+    }
 
     let copier = &copier;
     let progress = &progress;
-    let results: Vec<ImageResult> = futures::stream::iter(images)
-        .map(|img| async move {
+    let mut results: Vec<ImageResult> = futures::stream::iter(work)
+        .map(|w| async move {
             if let Some(d) = opts.deadline
                 && d.saturating_duration_since(Instant::now()) < opts.deadline_margin
             {
-                return ImageResult::Deferred(img);
+                return ImageResult::Deferred(w.image().clone());
             }
-            let r = capture(copier, source, &img, opts.referrers).await;
-            report_progress(progress.as_ref(), &img, &r);
+            let r = match &w {
+                Work::New(img) => capture(copier, source, img, opts.referrers).await,
+                Work::Check(u) => check_unchanged(copier, u).await,
+            };
+            report_progress(progress.as_ref(), w.image(), &r);
             r
         })
         .buffer_unordered(opts.image_concurrency.max(1))
         .collect()
         .await;
+    results.append(&mut carried);
 
     let mut records = Vec::new();
     let mut counts = Counts::default();
@@ -176,10 +255,10 @@ pub async fn backup_listing(
     });
     records.dedup();
 
-    let repositories = if listing.repositories.is_empty() {
+    let repositories = if plan.repositories.is_empty() {
         None
     } else {
-        match serde_json::to_vec(&listing.repositories) {
+        match serde_json::to_vec(&plan.repositories) {
             Ok(b) => match copier
                 .put_json_blob(
                     Bytes::from(b),
@@ -276,6 +355,9 @@ pub(crate) async fn capture(
     };
     let copied = match copier.copy_manifest(&img.repo, &desc, 0).await {
         Ok(c) => c,
+        // A blob upload stopped at the deadline with its state staged: the next run
+        // continues it, so the image is carried over, not failed.
+        Err(e) if e.is_deferred() => return ImageResult::Deferred(img.clone()),
         Err(e) => return ImageResult::Failed(img.clone(), e.to_string()),
     };
     let unchanged = !copied.written;
@@ -289,6 +371,7 @@ pub(crate) async fn capture(
         pushed_at: img.pushed_at,
         role: Role::Image,
         subject: None,
+        lock_until: Some(copied.until),
     };
     let mut records: Vec<ImageRecord> = if img.tags.is_empty() {
         vec![record(None)]
@@ -310,6 +393,49 @@ pub(crate) async fn capture(
         }
     }
     ImageResult::Done { records, unchanged }
+}
+
+/// The snapshot records of an unchanged image: its recorded manifest under today's tags, and
+/// its recorded referrers as they were.
+fn carry(img: &SourceImage, recorded: &[ImageRecord]) -> Vec<ImageRecord> {
+    let Some((own, referrers)) = recorded.split_first() else {
+        return Vec::new();
+    };
+    let record = |tag: Option<Tag>| ImageRecord {
+        tag,
+        pushed_at: img.pushed_at.or(own.pushed_at),
+        ..own.clone()
+    };
+    let mut out: Vec<ImageRecord> = if img.tags.is_empty() {
+        vec![record(None)]
+    } else {
+        img.tags.iter().map(|t| record(Some(t.clone()))).collect()
+    };
+    out.extend(referrers.iter().cloned());
+    out
+}
+
+/// An unchanged image whose recorded lock falls short or is unknown: one HEAD per recorded
+/// manifest (the image and its referrers); the copier extends the closure where the lock
+/// really falls short, reading only the vault's own copy. No registry traffic.
+async fn check_unchanged(copier: &Copier, u: &UnchangedImage) -> ImageResult {
+    let mut checked = Vec::with_capacity(u.records.len());
+    for r in &u.records {
+        match copier
+            .copy_manifest(&r.repository, &r.descriptor(), 0)
+            .await
+        {
+            Ok(c) => checked.push(ImageRecord {
+                lock_until: Some(c.until),
+                ..r.clone()
+            }),
+            Err(e) => return ImageResult::Failed(u.image.clone(), e.to_string()),
+        }
+    }
+    ImageResult::Done {
+        records: carry(&u.image, &checked),
+        unchanged: true,
+    }
 }
 
 async fn referrer_records(copier: &Copier, img: &SourceImage) -> Result<Vec<ImageRecord>, String> {
@@ -340,6 +466,7 @@ async fn referrer_records(copier: &Copier, img: &SourceImage) -> Result<Vec<Imag
                 pushed_at: None,
                 role: Role::Referrer,
                 subject: Some(subject.clone()),
+                lock_until: Some(c.until),
             });
             queue.push((d.digest, depth + 1));
         }

@@ -1,7 +1,8 @@
 //! The ecr-vault engine: what the CLI and the Lambda functions run.
 //!
 //! The path of a backup, one file each:
-//! [`source`] lists images → [`filter`] selects → [`backup`] plans and drives →
+//! [`source`] lists images → [`filter`] selects → [`plan`] finds the incremental cohort →
+//! [`backup`] drives →
 //! [`copy`] moves each closure into the vault (crate `ecr-vault-vault`).
 
 pub mod audit;
@@ -10,15 +11,17 @@ pub mod context;
 pub mod copy;
 pub mod filter;
 pub mod metrics;
+pub mod plan;
 pub mod progress;
 pub mod restore;
 pub mod select;
 pub mod source;
 pub mod verify;
 
-pub use backup::{BackupOptions, BackupReport, backup, backup_listing};
+pub use backup::{BackupOptions, BackupReport, backup, backup_listing, backup_plan};
 pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault};
 pub use filter::{FilterSpec, Filters};
+pub use plan::{Plan, PlanOptions, plan};
 pub use progress::{NoProgress, Progress};
 pub use restore::{Mapping, RestoreReport, RestoreRequest, restore};
 pub use select::SnapshotSel;

@@ -4,20 +4,23 @@
 //! Every name, tag and digest from a listing is validated here; an invalid one becomes a
 //! reported failure, never a key or a URL.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use ecr_vault_ecr::{Ecr, RepositorySettings};
 use ecr_vault_registry::{Digest, Reference, RegistryClient, RepoName, Tag};
 use futures::StreamExt as _;
+use serde::Serialize;
 
 use crate::filter::Filters;
 use ecr_vault_vault::Failure;
 
 /// One image to capture: a manifest digest in a repository and the tags that point at it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SourceImage {
+    #[serde(rename = "repository")]
     pub repo: RepoName,
     pub digest: Digest,
     pub tags: Vec<Tag>,
@@ -36,6 +39,9 @@ pub struct Listing {
     pub warnings: Vec<String>,
     /// Repository settings captured for restore (ECR only).
     pub repositories: Vec<RepositorySettings>,
+    /// ECR's `imageSizeInBytes` per image (compressed; for a manifest list, its largest
+    /// child), so the planner can estimate a run's bytes without touching the registry.
+    pub sizes: HashMap<(RepoName, Digest), u64>,
 }
 
 /// A place images are backed up from.
@@ -194,6 +200,9 @@ async fn list_ecr(ecr: &Ecr, filters: &Filters, concurrency: usize) -> Listing {
                 continue;
             }
             let (tags, attachment) = select_tags(&name, &img.tags, filters, &mut out);
+            if let Some(size) = img.size {
+                out.sizes.insert((repo.clone(), digest.clone()), size);
+            }
             candidates.push((
                 SourceImage {
                     repo: repo.clone(),

@@ -26,6 +26,8 @@ pub const ANN_ROLE: &str = "dev.ecr-vault.role";
 pub const ANN_SUBJECT: &str = "dev.ecr-vault.subject";
 pub const ANN_SNAPSHOT: &str = "dev.ecr-vault.snapshot";
 pub const ANN_RUN: &str = "dev.ecr-vault.run";
+/// The manifest's lock watermark when the snapshot was written (see [`ImageRecord::lock_until`]).
+pub const ANN_LOCK_UNTIL: &str = "dev.ecr-vault.lock-until";
 
 /// The time part of a snapshot id: compact, fixed width, so ids sort by time.
 const ID_TIME: &str = "%Y%m%dT%H%M%S%3fZ";
@@ -118,6 +120,12 @@ pub struct ImageRecord {
     pub pushed_at: Option<DateTime<Utc>>,
     pub role: Role,
     pub subject: Option<Digest>,
+    /// The manifest's retain-until when this snapshot was written: its lock watermark, no
+    /// later than any lock in its closure. It lets the next run's planner decide "locked long
+    /// enough" without a request. `None` in snapshots written before the field existed: the
+    /// planner then checks with one HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_until: Option<DateTime<Utc>>,
 }
 
 /// An image that could not be captured, and why. Strings are kept as given (escaped) because
@@ -224,6 +232,9 @@ impl Snapshot {
                 if let Some(s) = &r.subject {
                     a.insert(ANN_SUBJECT.to_owned(), s.to_string());
                 }
+                if let Some(u) = r.lock_until {
+                    a.insert(ANN_LOCK_UNTIL.to_owned(), ts(u));
+                }
                 IndexEntry {
                     media_type: r.media_type.clone(),
                     digest: r.digest.clone(),
@@ -302,6 +313,10 @@ impl Snapshot {
                         _ => Role::Image,
                     },
                     subject: a.get(ANN_SUBJECT).and_then(|s| Digest::parse(s).ok()),
+                    lock_until: a
+                        .get(ANN_LOCK_UNTIL)
+                        .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
+                        .map(|p| p.with_timezone(&Utc)),
                 })
             })
             .collect::<Result<Vec<_>, VaultError>>()?;
@@ -400,6 +415,7 @@ mod tests {
                 pushed_at: Some(now),
                 role: Role::Image,
                 subject: None,
+                lock_until: Some(now + chrono::Duration::days(37)),
             }],
             run: RunInfo {
                 trigger: "manual".into(),
@@ -421,6 +437,18 @@ mod tests {
             s.to_bytes().unwrap(),
             bytes,
             "serialization is deterministic"
+        );
+    }
+
+    #[test]
+    fn snapshots_without_a_lock_watermark_still_read() {
+        let mut s = sample();
+        s.images[0].lock_until = None;
+        let bytes = s.to_bytes().unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains(ANN_LOCK_UNTIL));
+        assert_eq!(
+            Snapshot::from_bytes("k", &bytes).unwrap().images[0].lock_until,
+            None
         );
     }
 
