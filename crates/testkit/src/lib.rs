@@ -70,6 +70,7 @@
 //! The `ecr-vault-stack` binary runs the same stack for demos and benchmarks
 //! (`ecr-vault-stack up --dir DIR --seed`, then `. DIR/env`).
 
+pub mod faultproxy;
 pub mod fixtures;
 pub mod moto;
 pub mod paths;
@@ -79,6 +80,7 @@ pub mod s3;
 pub mod skopeo;
 pub mod stack;
 
+pub use faultproxy::{Fault, FaultProxy, Offset, Rule};
 pub use fixtures::{Generated, ImageBuilder, Platform, PushedImage};
 pub use moto::Moto;
 pub use registry::{Registry, RegistryOptions};
