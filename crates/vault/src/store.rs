@@ -300,7 +300,8 @@ impl Vault {
         if let Some(sc) = storage_class {
             req = req.storage_class(sc);
         }
-        match req.send().await {
+        // The SHA-256 checksum protects the body; skip SigV4's second hash of the payload.
+        match req.customize().disable_payload_signing().send().await {
             Ok(_) => Ok(WriteOutcome::Written),
             Err(e) => {
                 let err = VaultError::s3("PutObject", &self.loc.bucket, key, e);
