@@ -141,6 +141,143 @@ impl Moto {
         ]
     }
 
+    /// Turns on moto's IAM enforcement (`/moto-api/reset-auth`, what
+    /// `INITIAL_NO_AUTH_ACTION_COUNT` sets at start) from now on: every request must then be
+    /// SigV4-signed by an identity created in this server, and is checked against its
+    /// identity policies. For a server of one test's own only: the inert credentials every
+    /// other client here uses are refused afterwards.
+    ///
+    /// What moto 5.2.5 checks for S3 (`moto/s3/responses.py` `ACTION_MAP`, seen in
+    /// `tests/template_policy.rs`): Action and Resource of identity policies, Allow/Deny, for
+    /// `GetObject`, `PutObject` (also for uploads and `?retention`), `DeleteObject`,
+    /// `DeleteObjectVersion`, `ListBucket`, `PutBucketPolicy` and a few more. It never asks for
+    /// `s3:BypassGovernanceRetention`, judges `PUT ?object-lock` as `s3:CreateBucket`,
+    /// evaluates no S3 condition keys, and ignores bucket policies.
+    pub async fn enforce_iam(&self) -> Result<()> {
+        let url = format!("{}/moto-api/reset-auth", self.endpoint);
+        let resp = api_client()
+            .post(&url)
+            .body("0")
+            .send()
+            .await
+            .context("POST /moto-api/reset-auth")?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "moto refused reset-auth: {}",
+            resp.status()
+        );
+        Ok(())
+    }
+
+    /// Creates IAM role `name` (path `/ecr-vault/`, assumable by this account) with the given
+    /// inline policies (`(name, JSON document)`), assumes it, and returns the session's
+    /// credentials. Call before [`Moto::enforce_iam`]: the setup calls themselves are unsigned.
+    pub async fn assume_role_with_policies(
+        &self,
+        name: &str,
+        policies: &[(&str, &str)],
+    ) -> Result<Credentials> {
+        let trust = format!(
+            r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{}:root"}},"Action":"sts:AssumeRole"}}]}}"#,
+            self.account
+        );
+        self.query(
+            "iam",
+            &[
+                ("Action", "CreateRole"),
+                ("Version", "2010-05-08"),
+                ("RoleName", name),
+                ("Path", "/ecr-vault/"),
+                ("AssumeRolePolicyDocument", &trust),
+            ],
+        )
+        .await?;
+        for (policy_name, document) in policies {
+            self.query(
+                "iam",
+                &[
+                    ("Action", "PutRolePolicy"),
+                    ("Version", "2010-05-08"),
+                    ("RoleName", name),
+                    ("PolicyName", policy_name),
+                    ("PolicyDocument", document),
+                ],
+            )
+            .await?;
+        }
+        let arn = format!("arn:aws:iam::{}:role/ecr-vault/{name}", self.account);
+        let xml = self
+            .query(
+                "sts",
+                &[
+                    ("Action", "AssumeRole"),
+                    ("Version", "2011-06-15"),
+                    ("RoleArn", &arn),
+                    ("RoleSessionName", "ecr-vault-test"),
+                ],
+            )
+            .await?;
+        let field = |tag: &str| -> Result<String> {
+            let open = format!("<{tag}>");
+            let start = xml
+                .find(&open)
+                .with_context(|| format!("AssumeRole answer lacks {tag}: {xml}"))?
+                + open.len();
+            let end = xml[start..]
+                .find(&format!("</{tag}>"))
+                .with_context(|| format!("AssumeRole answer: unclosed {tag}"))?;
+            Ok(xml[start..start + end].to_string())
+        };
+        Ok(Credentials::new(
+            field("AccessKeyId")?,
+            field("SecretAccessKey")?,
+            Some(field("SessionToken")?),
+            None,
+            "ecr-vault-testkit-assumed-role",
+        ))
+    }
+
+    /// An S3 client on this moto signing with `credentials` (e.g. an assumed role's).
+    pub fn s3_client_as(&self, credentials: Credentials) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(credentials)
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    /// One unsigned query-protocol call (IAM, STS). moto routes it by the service named in
+    /// the Authorization header's credential scope and, before [`Moto::enforce_iam`], does not
+    /// check the signature.
+    async fn query(&self, service: &str, params: &[(&str, &str)]) -> Result<String> {
+        let body = reqwest::Url::parse_with_params("http://form.invalid/", params)?
+            .query()
+            .unwrap_or_default()
+            .to_string();
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20260101/{REGION}/{service}/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        let resp = api_client()
+            .post(format!("{}/", self.endpoint))
+            .header("Authorization", auth)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("{service} {params:?}"))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        anyhow::ensure!(
+            status.is_success(),
+            "{service} {params:?}: {status}: {text}"
+        );
+        Ok(text)
+    }
+
     /// Creates an ECR repository; an existing one is fine.
     pub async fn create_repository(&self, repo: &str) -> Result<()> {
         match self
@@ -209,4 +346,14 @@ impl Moto {
         )
         .await
     }
+}
+
+/// For moto API calls: moto loads a service's backend on first use, which can take seconds on
+/// a busy machine, longer than [`probe_client`] waits.
+fn api_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
 }
