@@ -8,8 +8,9 @@
 //! `AWS_LAMBDA_LOG_LEVEL`; metrics are EMF lines on stdout.
 
 mod config;
-mod event;
 mod handler;
+
+use ecr_vault_backup_fn::event;
 
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;

@@ -9,9 +9,7 @@ use ecr_vault_engine::{
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
-mod request;
-
-use request::Request;
+use ecr_vault_restore_fn::request::Request;
 
 struct Config {
     vault_uri: String,

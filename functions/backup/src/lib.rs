@@ -1,0 +1,4 @@
+//! The backup function's pure event parsing, as a library so the fuzz targets (`fuzz/`) and
+//! tests can drive it without a Lambda runtime. The binary (`main.rs`) is the adapter.
+
+pub mod event;

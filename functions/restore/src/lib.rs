@@ -1,0 +1,4 @@
+//! The restore function's request parsing, as a library so the fuzz targets (`fuzz/`) and
+//! tests can drive it without a Lambda runtime. The binary (`main.rs`) is the adapter.
+
+pub mod request;
