@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -28,18 +29,33 @@ use crate::progress::Progress;
 
 /// Why a copy failed, in words for the run report.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct CopyError(pub Arc<str>);
+#[error("{message}")]
+pub struct CopyError {
+    message: Arc<str>,
+    deferred: bool,
+}
 
 impl CopyError {
     fn new(e: impl std::fmt::Display) -> Self {
-        CopyError(Arc::from(e.to_string()))
+        CopyError {
+            message: Arc::from(e.to_string()),
+            deferred: false,
+        }
+    }
+
+    /// The copy stopped at the deadline with its progress saved; the image belongs to the
+    /// next run, it did not fail.
+    pub fn is_deferred(&self) -> bool {
+        self.deferred
     }
 }
 
 impl From<VaultError> for CopyError {
     fn from(e: VaultError) -> Self {
-        CopyError::new(e)
+        CopyError {
+            deferred: e.is_deferred(),
+            ..CopyError::new(e)
+        }
     }
 }
 
@@ -85,6 +101,8 @@ pub struct Copier {
     pub stats: CopyStats,
     warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
+    /// No new multipart part starts after this; see [`Copier::with_deadline`].
+    stop_at: Option<Instant>,
 }
 
 impl Copier {
@@ -105,7 +123,16 @@ impl Copier {
             stats: CopyStats::default(),
             warnings: Mutex::new(Vec::new()),
             progress,
+            stop_at: None,
         }
+    }
+
+    /// Makes blob uploads stop starting parts once less than `margin` is left before
+    /// `deadline`: their state goes to the vault's staging area and the next run continues
+    /// them, so a layer too large for one invocation still gets through.
+    pub fn with_deadline(mut self, deadline: Option<Instant>, margin: Duration) -> Self {
+        self.stop_at = deadline.map(|d| d.checked_sub(margin).unwrap_or(d));
+        self
     }
 
     pub async fn take_warnings(&self) -> Vec<String> {
@@ -319,6 +346,7 @@ impl Copier {
         loop {
             match self.transfer(repo, desc).await {
                 Ok(until) => return Ok(until),
+                Err(e) if e.is_deferred() => return Err(CopyError::from(e)),
                 Err(e) if attempt + 1 < self.backoff.attempts && retryable(&e) => {
                     let wait = self.backoff.delay(attempt, None);
                     tracing::warn!(digest = %desc.digest, error = %e, ?wait, "retrying blob");
@@ -335,13 +363,16 @@ impl Copier {
         repo: &RepoName,
         desc: &Descriptor,
     ) -> Result<(DateTime<Utc>, bool), VaultError> {
-        let blob = self.registry.get_blob(repo, &desc.digest, 0).await?;
+        // An upload an earlier run stopped at its deadline continues from its last part.
+        let staged = self.vault.resume_staged(&desc.digest, desc.size).await?;
+        let offset = staged.as_ref().map_or(0, |r| r.bytes_hashed);
+        let blob = self.registry.get_blob(repo, &desc.digest, offset).await?;
         if let Some(len) = blob.content_length
-            && len != desc.size
+            && len != desc.size - offset
         {
             return Err(RegistryError::SizeMismatch {
-                what: format!("blob {}", desc.digest),
-                expected: desc.size,
+                what: format!("blob {} from byte {offset}", desc.digest),
+                expected: desc.size - offset,
                 actual: len,
             }
             .into());
@@ -359,7 +390,7 @@ impl Copier {
         };
         let w = self
             .vault
-            .put_blob(
+            .put_blob_resumable(
                 Expected {
                     digest: &desc.digest,
                     size: desc.size,
@@ -367,9 +398,29 @@ impl Copier {
                 },
                 Box::pin(stream),
                 self.now,
+                staged,
+                self.stop_at,
             )
             .await?;
         match w.outcome {
+            WriteOutcome::Written if w.resumed => {
+                // Its lock was set when the upload began, in an earlier run: read it and
+                // extend it if this snapshot needs more.
+                self.stats.blobs_written.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_written
+                    .fetch_add(w.bytes_sent, Ordering::Relaxed);
+                let key = self.vault.location().blob_key(&desc.digest);
+                let state = self
+                    .vault
+                    .head(&key)
+                    .await?
+                    .ok_or_else(|| VaultError::Corrupt {
+                        key: key.clone(),
+                        reason: "completed upload is not visible".into(),
+                    })?;
+                Ok((self.ensure_locked(&key, &state).await?, true))
+            }
             WriteOutcome::Written => {
                 self.stats.blobs_written.fetch_add(1, Ordering::Relaxed);
                 self.stats

@@ -17,6 +17,7 @@ use url::Url;
 use crate::auth::{AuthState, CredentialProvider};
 use crate::digest::Digest;
 use crate::error::RegistryError;
+use crate::limit::{AimdConfig, AimdPermit, Limits, is_throttle_status};
 use crate::manifest::{ACCEPT_MANIFESTS, MAX_MANIFEST_BYTES, Manifest};
 use crate::reference::{Reference, RepoName};
 use crate::retry::Backoff;
@@ -53,6 +54,8 @@ struct Inner {
     base: Url,
     auth: AuthState,
     opts: ClientOptions,
+    /// Adaptive concurrency per (registry host, action); see [`crate::limit`].
+    limits: Limits,
 }
 
 /// A blob body as a stream of chunks, with the length the registry announced.
@@ -134,6 +137,16 @@ impl RegistryClient {
                 base,
                 auth: AuthState::new(credentials),
                 opts,
+                limits: Limits::new([(
+                    "blob-get",
+                    // Blob transfers hold their slot for the whole body: start modestly.
+                    AimdConfig {
+                        initial: 8,
+                        min: 1,
+                        max: 32,
+                        decrease: 0.5,
+                    },
+                )]),
             }),
         })
     }
@@ -141,6 +154,11 @@ impl RegistryClient {
     /// The registry's base URL.
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+
+    /// The adaptive concurrency controllers of this client (limits and throttle counts).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
     }
 
     /// `host[:port]` of the registry, as used in image references.
@@ -172,8 +190,27 @@ impl RegistryClient {
         scope: &Scope<'_>,
         build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
     ) -> Result<Response, RegistryError> {
+        let (resp, permit) = self.send_limited(method, url, scope, build).await?;
+        permit.success();
+        Ok(resp)
+    }
+
+    /// [`Self::send`], returning the concurrency slot with the response, so a streamed body
+    /// keeps it until the stream is dropped. Each attempt waits for a slot of its (host,
+    /// action) controller; a 429 or 503 cuts that controller's limit.
+    async fn send_limited(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &Scope<'_>,
+        build: &(dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder + Sync),
+    ) -> Result<(Response, AimdPermit), RegistryError> {
         let scope = scope.render();
         let backoff = self.inner.opts.backoff;
+        let limiter = self
+            .inner
+            .limits
+            .get(&self.host(), action_of(&method, &url));
         let mut attempt = 0;
         let mut auth_rounds = 0;
         loop {
@@ -182,9 +219,11 @@ impl RegistryClient {
             if let Some(a) = &auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
+            let permit = limiter.acquire().await;
             let result = build(req).send().await;
             let err = match result {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && auth_rounds < 2 => {
+                    drop(permit);
                     let www = resp
                         .headers()
                         .get(header::WWW_AUTHENTICATE)
@@ -202,9 +241,14 @@ impl RegistryClient {
                     status_error(&method, &url, resp).await
                 }
                 Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
-                    return Ok(resp);
+                    return Ok((resp, permit));
                 }
-                Ok(resp) => status_error(&method, &url, resp).await,
+                Ok(resp) => {
+                    if is_throttle_status(resp.status().as_u16()) {
+                        permit.throttled();
+                    }
+                    status_error(&method, &url, resp).await
+                }
                 Err(e) => transport_error(&method, &url, e),
             };
             attempt += 1;
@@ -299,8 +343,8 @@ impl RegistryClient {
     ) -> Result<BlobStream, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"))?;
         let range = (offset > 0).then(|| format!("bytes={offset}-"));
-        let resp = self
-            .send(
+        let (resp, permit) = self
+            .send_limited(
                 Method::GET,
                 url.clone(),
                 &Scope::Pull(repo),
@@ -310,6 +354,7 @@ impl RegistryClient {
                 },
             )
             .await?;
+        permit.succeeded();
         if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
             return Err(RegistryError::Protocol {
                 url: url.to_string(),
@@ -320,9 +365,14 @@ impl RegistryClient {
             });
         }
         let content_length = resp.content_length();
+        // The slot stays taken while the body streams: blob transfers are what a throttled
+        // registry needs fewer of.
         let stream = resp
             .bytes_stream()
-            .map(move |r| r.map_err(|e| transport_error(&Method::GET, &url, e)))
+            .map(move |r| {
+                let _slot = &permit;
+                r.map_err(|e| transport_error(&Method::GET, &url, e))
+            })
             .boxed();
         Ok(BlobStream {
             content_length,
@@ -620,6 +670,25 @@ fn transport_error(method: &Method, url: &Url, e: reqwest::Error) -> RegistryErr
         method: method_name(method),
         url: redact(url),
         source: e,
+    }
+}
+
+/// The controller a request counts against: blob downloads, manifest reads, uploads (any
+/// write), and everything else (listings, pings).
+fn action_of(method: &Method, url: &Url) -> &'static str {
+    let path = url.path();
+    if method == Method::GET || method == Method::HEAD {
+        if path.contains("/blobs/uploads") {
+            "upload"
+        } else if path.contains("/blobs/") {
+            "blob-get"
+        } else if path.contains("/manifests/") {
+            "manifest-get"
+        } else {
+            "list"
+        }
+    } else {
+        "upload"
     }
 }
 

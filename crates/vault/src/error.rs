@@ -31,6 +31,11 @@ pub enum VaultError {
 
     #[error("{0}")]
     Config(String),
+
+    /// A multipart upload stopped at the deadline with its state saved in the staging area;
+    /// the next run continues it. Not a failure.
+    #[error("upload of {key} deferred at the deadline after {done} of {size} bytes")]
+    Deferred { key: String, done: u64, size: u64 },
 }
 
 impl VaultError {
@@ -73,6 +78,11 @@ impl VaultError {
                 ..
             }
         ) || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "PreconditionFailed")
+    }
+
+    /// The upload stopped at the deadline and will continue in the next run.
+    pub fn is_deferred(&self) -> bool {
+        matches!(self, VaultError::Deferred { .. })
     }
 
     pub fn is_not_found(&self) -> bool {

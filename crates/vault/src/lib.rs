@@ -4,12 +4,14 @@
 //! - [`store`]: conditional, locked, checksummed writes and reads;
 //! - [`upload`]: verified streaming blob writes with bounded memory;
 //! - [`lock`]: retention policy and extension with slack;
-//! - [`snapshot`]: one immutable OCI index per run.
+//! - [`snapshot`]: one immutable OCI index per run;
+//! - [`staging`]: state of uploads stopped at a deadline, continued by the next run.
 
 pub mod error;
 pub mod location;
 pub mod lock;
 pub mod snapshot;
+pub mod staging;
 pub mod store;
 pub mod upload;
 
@@ -17,5 +19,6 @@ pub use error::VaultError;
 pub use location::VaultLocation;
 pub use lock::{LockMode, LockPolicy};
 pub use snapshot::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId};
+pub use staging::{ResumableSha256, StagingRecord};
 pub use store::{ObjectState, Vault, VaultOptions, WriteOutcome};
 pub use upload::{BlobWrite, Expected};
