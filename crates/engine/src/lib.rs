@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backup;
 pub mod context;
 pub mod copy;
+pub mod fanout;
 pub mod filter;
 pub mod metrics;
 pub mod plan;

@@ -22,8 +22,15 @@ pub struct Config {
     pub deadline_margin: Duration,
     /// The `Function` dimension of the metrics.
     pub function_name: String,
-    /// Set for the SQS fan-out; not used yet (scheduled runs back up inline).
+    /// The SQS work queue. Without it, scheduled runs always back up inline.
     pub work_queue_url: Option<String>,
+    /// A scheduled run fans out when more images than this need copying.
+    pub fanout_threshold: usize,
+    /// The work queue's maxReceiveCount: a failure on that delivery is final for the run.
+    pub work_max_receives: u32,
+    /// A fanned-out run still missing images this long after it started is finalised as
+    /// incomplete by the next scheduled run.
+    pub fanout_run_timeout: Duration,
 }
 
 /// A configuration error: which variable, and why.
@@ -142,6 +149,15 @@ impl Config {
             ));
         }
         let margin = int(&var, "ECR_VAULT_DEADLINE_MARGIN_SECS", 60, 0, 86_400)?;
+        let fanout_threshold = int(&var, "ECR_VAULT_FANOUT_THRESHOLD", 50, 0, 1_000_000)?;
+        let work_max_receives = int(&var, "ECR_VAULT_WORK_MAX_RECEIVES", 5, 1, 1000)?;
+        let run_timeout = int(
+            &var,
+            "ECR_VAULT_FANOUT_RUN_TIMEOUT_SECS",
+            12 * 3600,
+            1,
+            30 * 86_400,
+        )?;
 
         Ok(Config {
             vault: VaultConfig {
@@ -163,6 +179,9 @@ impl Config {
                 .unwrap_or_else(|| "ecr-vault-backup".into()),
             work_queue_url: var("ECR_VAULT_WORK_QUEUE_URL"),
         })
+            fanout_threshold,
+            work_max_receives: work_max_receives as u32,
+            fanout_run_timeout: Duration::from_secs(run_timeout as u64),
     }
 }
 
@@ -212,6 +231,9 @@ mod tests {
         assert!(c.filters.repository("any/thing"));
         assert!(c.registry_url.is_none());
     }
+        assert_eq!(c.fanout_threshold, 50);
+        assert_eq!(c.work_max_receives, 5);
+        assert_eq!(c.fanout_run_timeout, Duration::from_secs(12 * 3600));
 
     #[test]
     fn reads_every_variable() {
@@ -233,6 +255,13 @@ mod tests {
             ("ECR_VAULT_DEADLINE_MARGIN_SECS", "5"),
             ("AWS_LAMBDA_FUNCTION_NAME", "stack-backup"),
         ])
+            (
+                "ECR_VAULT_WORK_QUEUE_URL",
+                "http://127.0.0.1:5000/123456789012/work",
+            ),
+            ("ECR_VAULT_FANOUT_THRESHOLD", "0"),
+            ("ECR_VAULT_WORK_MAX_RECEIVES", "2"),
+            ("ECR_VAULT_FANOUT_RUN_TIMEOUT_SECS", "60"),
         .unwrap();
         assert_eq!(c.vault.uri, "s3://my-vault/ecr/prod/");
         assert_eq!(c.vault.lock.mode, LockMode::Governance);
@@ -244,6 +273,10 @@ mod tests {
         assert_eq!(c.function_name, "stack-backup");
         assert_eq!(c.deadline_margin, Duration::from_secs(5));
     }
+        assert!(c.work_queue_url.is_some());
+        assert_eq!(c.fanout_threshold, 0);
+        assert_eq!(c.work_max_receives, 2);
+        assert_eq!(c.fanout_run_timeout, Duration::from_secs(60));
 
     #[test]
     fn invalid_values_name_the_variable() {

@@ -43,6 +43,9 @@ pub struct EcrImageActionDetail {
 pub struct SqsRecord {
     pub message_id: String,
     pub body: Option<String>,
+    /// `attributes.ApproximateReceiveCount`: which delivery this is. With the queue's
+    /// maxReceiveCount it tells a worker that a failure now sends the item to the DLQ.
+    pub receive_count: Option<u32>,
 }
 
 /// A recognised event.
@@ -215,9 +218,14 @@ fn classify_records(
                 "an SQS batch whose record {i} has no messageId"
             )));
         };
+        let receive_count = r
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok());
         out.push(SqsRecord {
             message_id: id,
             body: r.body,
+            receive_count,
         });
     }
     Ok(Incoming::Sqs(out))
@@ -330,6 +338,7 @@ mod tests {
             Incoming::Sqs(r) => {
                 assert_eq!(r.len(), 2);
                 assert_eq!(r[0].message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
+                assert_eq!(r[0].receive_count, Some(1));
                 let item = parse_work_item(r[1].body.as_deref()).unwrap();
                 assert_eq!(item.repository.as_str(), "team/app/worker");
                 assert_eq!(item.tags.len(), 2);

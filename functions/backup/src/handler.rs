@@ -5,23 +5,32 @@
 //! | schedule (both shapes) | [`backup`] with the configured filters, trigger `scheduled` | run summary |
 //! | ECR PUSH | [`backup_listing`] of that one image, trigger `push` | run summary |
 //! | ECR DELETE | [`write_audit`] under `events/` | the audit key |
-//! | SQS work items | one [`backup_listing`] for the batch, trigger `work-item` | `batchItemFailures` |
+//! | schedule, plan above `ECR_VAULT_FANOUT_THRESHOLD` | [`fanout::fan_out`]: run manifest + work items | fan-out summary |
+//! | SQS work items of a fanned-out run | [`fanout::work`]: done markers, snapshot when complete | `batchItemFailures` |
+//! | other SQS work items | one [`backup_listing`] for the batch, trigger `work-item` | `batchItemFailures` |
+//!
+//! Every scheduled invocation first finalises earlier fanned-out runs that are complete or
+//! timed out ([`fanout::finalise_pending`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_vault_ecr::EcrImage;
 use ecr_vault_engine::audit::{AuditInput, AuditRecord, write_audit};
+use ecr_vault_engine::fanout::{
+    self, FanoutOptions, Finalised, PendingReport, RunManifest, Unavailable, WorkImage, WorkReport,
+    finalise_pending, read_manifest,
+};
 use ecr_vault_engine::metrics::backup_emf;
 use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, Listing, NoProgress, RegistryConfig, Source,
     SourceImage, backup, backup_listing, open_source, open_vault,
 };
 use ecr_vault_registry::{Digest, RepoName, Tag};
-use ecr_vault_vault::{Counts, Failure, Vault, WriteOutcome};
+use ecr_vault_vault::{Counts, Failure, SnapshotId, Vault, WriteOutcome};
 use futures::StreamExt as _;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde_json::{Value, json};
@@ -75,6 +84,8 @@ pub struct App {
     cfg: Config,
     sdk: SdkConfig,
     vault: Vault,
+    /// The work queue's client, when `ECR_VAULT_WORK_QUEUE_URL` is set.
+    sqs: Option<aws_sdk_sqs::Client>,
     /// Built on first use: without `ECR_VAULT_REGISTRY_URL` it asks ECR for the endpoint.
     source: OnceCell<Source>,
 }
@@ -84,16 +95,15 @@ impl App {
     pub async fn new(cfg: Config) -> Result<Self, EngineError> {
         let sdk = ecr_vault_engine::aws_config().await;
         let vault = open_vault(&sdk, &cfg.vault)?;
-        if cfg.work_queue_url.is_some() {
-            tracing::info!(
-                "ECR_VAULT_WORK_QUEUE_URL is set, but fan-out is not implemented yet: \
-                 scheduled runs back up inline"
-            );
-        }
+        let sqs = cfg
+            .work_queue_url
+            .as_ref()
+            .map(|_| aws_sdk_sqs::Client::new(&sdk));
         Ok(App {
             cfg,
             sdk,
             vault,
+            sqs,
             source: OnceCell::new(),
         })
     }
@@ -143,13 +153,72 @@ impl App {
         );
     }
 
+    fn fanout_options(&self) -> Option<FanoutOptions> {
+        let queue_url = self.cfg.work_queue_url.clone()?;
+        Some(FanoutOptions {
+            queue_url,
+            threshold_images: self.cfg.fanout_threshold,
+            run_timeout: self.cfg.fanout_run_timeout,
+            // Long enough that a run is looked at by several nightly runs after its timeout.
+            lookback: (self.cfg.fanout_run_timeout * 4).max(Duration::from_secs(7 * 86_400)),
+        })
+    }
+
+    /// Without a work queue: the whole run inline. With one: finalise earlier fanned-out
+    /// runs, list, then back up inline when the work fits the threshold, or fan out.
     async fn scheduled(&self, deadline: Instant) -> Result<Value, FnError> {
         let source = self.source().await?;
         let opts = self.options("scheduled", deadline);
-        let report = backup(source, &self.vault, &opts, Arc::new(NoProgress)).await?;
-        self.emit_metrics(&report, "scheduled");
-        log_report(&report, "scheduled");
-        Ok(summary(&report, "scheduled"))
+        let (Some(sqs), Some(fan)) = (&self.sqs, self.fanout_options()) else {
+            let report = backup(source, &self.vault, &opts, Arc::new(NoProgress)).await?;
+            self.emit_metrics(&report, "scheduled");
+            log_report(&report, "scheduled");
+            return Ok(summary(&report, "scheduled"));
+        };
+        let earlier = match finalise_pending(&self.vault, &fan, chrono::Utc::now()).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Tonight's run matters more; the next one looks again.
+                tracing::error!(error = %e, "could not check earlier fanned-out runs");
+                PendingReport::default()
+            }
+        };
+        earlier.finalised.iter().for_each(log_finalised);
+        let listing = source
+            .list(&opts.filters, opts.image_concurrency.max(4))
+            .await;
+        let mut out = if fan.should_fan_out(listing.images.len()) {
+            let report =
+                fanout::fan_out(source, &self.vault, sqs, listing.into(), &opts, &fan).await?;
+            tracing::info!(
+                run = report.run.as_str(),
+                queued = report.queued,
+                not_queued = report.not_queued.len(),
+                "scheduled run fanned out"
+            );
+            let mut v =
+                serde_json::to_value(&report).unwrap_or_else(|e| json!({"error": e.to_string()}));
+            if let Value::Object(m) = &mut v {
+                m.insert("trigger".into(), Value::from("scheduled"));
+                m.insert("fanOut".into(), Value::from(true));
+            }
+            v
+        } else {
+            // The inline run lists again through `backup`, so it takes the same path (and
+            // planner) as a run without a queue. HOOK(plan): fan out from the plan instead.
+            drop(listing);
+            let report = backup(source, &self.vault, &opts, Arc::new(NoProgress)).await?;
+            self.emit_metrics(&report, "scheduled");
+            log_report(&report, "scheduled");
+            summary(&report, "scheduled")
+        };
+        if let Value::Object(m) = &mut out {
+            m.insert(
+                "earlierRuns".into(),
+                serde_json::to_value(&earlier).unwrap_or_default(),
+            );
+        }
+        Ok(out)
     }
 
     async fn image_action(
@@ -330,11 +399,12 @@ impl App {
         Ok(summary(&report, "push"))
     }
 
-    /// Backs up the valid work items of a batch in one run; answers which messages failed.
+    /// Backs up the valid work items of a batch; answers which messages failed. Items of a
+    /// fanned-out run (its manifest is in the vault) are marked done for that run; others
+    /// (no run, or a run that did not fan out) are backed up as one run of their own.
     async fn work_items(&self, records: Vec<SqsRecord>, deadline: Instant) -> Value {
         let mut failed: Vec<String> = Vec::new();
-        // (repository, digest) → (message ids, tags)
-        let mut wanted: BTreeMap<(RepoName, Digest), (Vec<String>, Vec<Tag>)> = BTreeMap::new();
+        let mut wanted: BTreeMap<ItemKey, Wanted> = BTreeMap::new();
         for r in records {
             match parse_work_item(r.body.as_deref()) {
                 Ok(WorkItem {
@@ -344,9 +414,10 @@ impl App {
                     run,
                 }) => {
                     tracing::debug!(message_id = r.message_id, run, "work item");
-                    let entry = wanted.entry((repository, digest)).or_default();
-                    entry.0.push(r.message_id);
-                    entry.1.extend(tags);
+                    let entry = wanted.entry((run, repository, digest)).or_default();
+                    entry.ids.push(r.message_id);
+                    entry.tags.extend(tags);
+                    entry.receives = entry.receives.max(r.receive_count.unwrap_or(1));
                 }
                 Err(why) => {
                     tracing::warn!(message_id = r.message_id, why, "refused a work item");
@@ -370,10 +441,10 @@ impl App {
     /// Returns the message ids whose image was not backed up.
     async fn back_up_items(
         &self,
-        wanted: BTreeMap<(RepoName, Digest), (Vec<String>, Vec<Tag>)>,
+        wanted: BTreeMap<ItemKey, Wanted>,
         deadline: Instant,
     ) -> Vec<String> {
-        let all_ids = || wanted.values().flat_map(|(ids, _)| ids.clone()).collect();
+        let all_ids = || wanted.values().flat_map(|w| w.ids.clone()).collect();
         let source = match self.source().await {
             Ok(s) => s,
             Err(e) => {
@@ -381,43 +452,139 @@ impl App {
                 return all_ids();
             }
         };
+        // The manifests of the runs named in the batch; a run without one did not fan out.
+        let mut manifests: BTreeMap<String, Option<RunManifest>> = BTreeMap::new();
+        for (run, _, _) in wanted.keys() {
+            let Some(run) = run else { continue };
+            if manifests.contains_key(run) {
+                continue;
+            }
+            let id = match SnapshotId::parse(run) {
+                Ok(id) => id,
+                Err(_) => continue,
+            };
+            match read_manifest(&self.vault, &id).await {
+                Ok(m) => {
+                    manifests.insert(run.clone(), m);
+                }
+                Err(e) => {
+                    // Without its manifest the item cannot be accounted for: retry later.
+                    tracing::error!(run, error = %e, "cannot read the run manifest");
+                    return all_ids();
+                }
+            }
+        }
         let described: Vec<_> = futures::stream::iter(wanted.iter())
-            .map(|((repo, digest), (ids, tags))| async move {
-                let r = describe(source, repo, digest, tags.clone()).await;
-                (repo, digest, ids, tags, r)
+            .map(|((run, repo, digest), w)| async move {
+                let r = describe(source, repo, digest, w.tags.clone()).await;
+                (run, repo, digest, w, r)
             })
             .buffer_unordered(self.cfg.image_concurrency.max(1))
             .collect()
             .await;
         let mut failed = Vec::new();
         let mut images = Vec::new();
-        // The message ids behind each image that goes into the run.
+        // The message ids behind each image that goes into the standalone run.
         let mut pending: Vec<(String, &Vec<String>)> = Vec::new();
-        for (repo, digest, ids, tags, r) in described {
+        // Per fanned-out run: images to capture, images that cannot be, message ids.
+        let mut fanned: BTreeMap<&str, FannedItems> = BTreeMap::new();
+        for (run, repo, digest, w, r) in described {
             let image = format!("{repo}@{digest}");
-            match r {
+            let run = run
+                .as_deref()
+                .filter(|r| matches!(manifests.get(*r), Some(Some(_))));
+            let last_attempt = w.receives >= self.cfg.work_max_receives;
+            let unavailable = |reason: &str| Unavailable {
+                repository: repo.clone(),
+                digest: digest.clone(),
+                reason: reason.to_owned(),
+            };
+            let i = match r {
                 Err(e) => {
                     tracing::warn!(image, error = %e, "describe failed");
-                    failed.extend(ids.iter().cloned());
+                    failed.extend(w.ids.iter().cloned());
+                    if let Some(run) = run
+                        && last_attempt
+                    {
+                        let f = fanned.entry(run).or_default();
+                        f.unavailable
+                            .push(unavailable(&format!("ECR DescribeImages failed: {e}")));
+                    }
+                    continue;
                 }
                 Ok(None) => {
                     tracing::info!(image, "work item's image is gone from ECR; nothing to do");
+                    if let Some(run) = run {
+                        let f = fanned.entry(run).or_default();
+                        f.unavailable.push(unavailable(
+                            "image no longer in ECR (deleted after the run was planned)",
+                        ));
+                    }
+                    continue;
                 }
                 Ok(Some(i)) if i.is_archived() => {
                     tracing::info!(image, "work item's image is archived; not backed up");
+                    if let Some(run) = run {
+                        let f = fanned.entry(run).or_default();
+                        f.unavailable.push(unavailable(
+                            "image is archived (archived images cannot be pulled)",
+                        ));
+                    }
+                    continue;
                 }
-                Ok(Some(i)) => {
-                    let mut tags = tags.clone();
-                    tags.sort();
-                    tags.dedup();
-                    images.push(SourceImage {
-                        repo: repo.clone(),
-                        digest: digest.clone(),
-                        tags,
-                        pushed_at: i.pushed_at,
-                        media_type: i.manifest_media_type,
+                Ok(Some(i)) => i,
+            };
+            let mut tags = w.tags.clone();
+            tags.sort();
+            tags.dedup();
+            let img = SourceImage {
+                repo: repo.clone(),
+                digest: digest.clone(),
+                tags,
+                pushed_at: i.pushed_at,
+                media_type: i.manifest_media_type,
+            };
+            match run {
+                Some(run) => {
+                    let f = fanned.entry(run).or_default();
+                    f.images.push(WorkImage {
+                        image: img,
+                        last_attempt,
                     });
-                    pending.push((image, ids));
+                    f.ids.insert((repo.clone(), digest.clone()), &w.ids);
+                }
+                None => {
+                    images.push(img);
+                    pending.push((image, &w.ids));
+                }
+            }
+        }
+        let opts = self.options("work-item", deadline);
+        for (run, f) in fanned {
+            let Some(Some(manifest)) = manifests.get(run) else {
+                continue;
+            };
+            match fanout::work(
+                source,
+                &self.vault,
+                manifest,
+                f.images,
+                f.unavailable,
+                &opts,
+            )
+            .await
+            {
+                Ok(report) => {
+                    for key in &report.retry {
+                        if let Some(ids) = f.ids.get(key) {
+                            failed.extend(ids.iter().cloned());
+                        }
+                    }
+                    log_work(run, &report);
+                }
+                Err(e) => {
+                    tracing::error!(run, error = %e, "work items of a fanned-out run failed");
+                    failed.extend(f.ids.values().flat_map(|ids| ids.iter().cloned()));
                 }
             }
         }
@@ -428,7 +595,6 @@ impl App {
             images,
             ..Listing::default()
         };
-        let opts = self.options("work-item", deadline);
         match backup_listing(source, &self.vault, listing, &opts, Arc::new(NoProgress)).await {
             Ok(report) => {
                 self.emit_metrics(&report, "work-item");
@@ -452,6 +618,60 @@ impl App {
             }
         }
         failed
+    }
+}
+
+/// A work item's run (if any), repository and digest.
+type ItemKey = (Option<String>, RepoName, Digest);
+
+/// The messages asking for one image, merged.
+#[derive(Default)]
+struct Wanted {
+    ids: Vec<String>,
+    tags: Vec<Tag>,
+    /// The highest delivery count among them.
+    receives: u32,
+}
+
+/// The items of one fanned-out run in a batch.
+#[derive(Default)]
+struct FannedItems<'a> {
+    images: Vec<WorkImage>,
+    unavailable: Vec<Unavailable>,
+    ids: BTreeMap<(RepoName, Digest), &'a Vec<String>>,
+}
+
+fn log_work(run: &str, r: &WorkReport) {
+    tracing::info!(
+        run,
+        done = r.done.len(),
+        retry = r.retry.len(),
+        failed_final = r.failed_final.len(),
+        "work items processed"
+    );
+    if let Some(f) = &r.finalised {
+        log_finalised(f);
+    }
+}
+
+fn log_finalised(f: &Finalised) {
+    if f.complete {
+        tracing::info!(
+            run = f.run.as_str(),
+            snapshot = f.snapshot_key,
+            images = f.images,
+            written = f.written,
+            "fanned-out run complete: snapshot written"
+        );
+    } else {
+        tracing::warn!(
+            run = f.run.as_str(),
+            snapshot = f.snapshot_key,
+            images = f.images,
+            failed = f.failures.len(),
+            written = f.written,
+            "fanned-out run INCOMPLETE: snapshot written without the failed images"
+        );
     }
 }
 
