@@ -178,10 +178,10 @@ impl Config {
             function_name: var("AWS_LAMBDA_FUNCTION_NAME")
                 .unwrap_or_else(|| "ecr-vault-backup".into()),
             work_queue_url: var("ECR_VAULT_WORK_QUEUE_URL"),
-        })
             fanout_threshold,
             work_max_receives: work_max_receives as u32,
             fanout_run_timeout: Duration::from_secs(run_timeout as u64),
+        })
     }
 }
 
@@ -230,10 +230,10 @@ mod tests {
         assert_eq!(c.deadline_margin, Duration::from_secs(60));
         assert!(c.filters.repository("any/thing"));
         assert!(c.registry_url.is_none());
-    }
         assert_eq!(c.fanout_threshold, 50);
         assert_eq!(c.work_max_receives, 5);
         assert_eq!(c.fanout_run_timeout, Duration::from_secs(12 * 3600));
+    }
 
     #[test]
     fn reads_every_variable() {
@@ -254,7 +254,6 @@ mod tests {
             ("ECR_VAULT_REGISTRY_URL", "http://127.0.0.1:5000"),
             ("ECR_VAULT_DEADLINE_MARGIN_SECS", "5"),
             ("AWS_LAMBDA_FUNCTION_NAME", "stack-backup"),
-        ])
             (
                 "ECR_VAULT_WORK_QUEUE_URL",
                 "http://127.0.0.1:5000/123456789012/work",
@@ -262,6 +261,7 @@ mod tests {
             ("ECR_VAULT_FANOUT_THRESHOLD", "0"),
             ("ECR_VAULT_WORK_MAX_RECEIVES", "2"),
             ("ECR_VAULT_FANOUT_RUN_TIMEOUT_SECS", "60"),
+        ])
         .unwrap();
         assert_eq!(c.vault.uri, "s3://my-vault/ecr/prod/");
         assert_eq!(c.vault.lock.mode, LockMode::Governance);
@@ -272,11 +272,11 @@ mod tests {
         assert_eq!(c.vault.parts_in_flight, 3);
         assert_eq!(c.function_name, "stack-backup");
         assert_eq!(c.deadline_margin, Duration::from_secs(5));
-    }
         assert!(c.work_queue_url.is_some());
         assert_eq!(c.fanout_threshold, 0);
         assert_eq!(c.work_max_receives, 2);
         assert_eq!(c.fanout_run_timeout, Duration::from_secs(60));
+    }
 
     #[test]
     fn invalid_values_name_the_variable() {
