@@ -383,6 +383,7 @@ async fn new_vault(stack: &Stack, prefix: &str) -> Result<(String, Vault)> {
                 mode: LockMode::Compliance,
                 retention_days: 2,
                 slack_days: 1,
+                ..LockPolicy::default()
             },
             ..VaultOptions::default()
         },

@@ -31,6 +31,7 @@ pub fn lock(days: u32) -> LockPolicy {
         mode: LockMode::Compliance,
         retention_days: days,
         slack_days: 2,
+        ..LockPolicy::default()
     }
 }
 

@@ -53,6 +53,9 @@ enum Command {
     Show(ShowArgs),
     /// Check that snapshots are complete and locked; with --deep, re-hash every byte.
     Verify(VerifyArgs),
+    /// Expire snapshots by policy and delete what no live snapshot references and no lock
+    /// holds. A dry run unless --apply.
+    Gc(GcArgs),
 }
 
 #[derive(Args)]
@@ -281,6 +284,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Restore(a) => restore(a).await,
         Command::Show(a) => show(a).await,
         Command::Verify(a) => verify(a).await,
+        Command::Gc(a) => gc(a).await,
     }
 }
 
@@ -294,6 +298,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
                 mode: a.lock_mode,
                 retention_days: a.retention_days,
                 slack_days: a.lock_slack_days,
+                ..LockPolicy::default()
             },
             part_size_mib: a.part_size_mib,
             parts_in_flight: a.parts_in_flight,
@@ -343,6 +348,9 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
                 c.lock_extensions,
                 report.duration_ms as f64 / 1000.0
             );
+            if let Some(cost) = &report.cost {
+                println!("estimated cost: {cost} ({})", cost.prices);
+            }
             for s in &report.skipped {
                 println!("skipped {}@{}: {}", s.repository, s.reference, s.error);
             }
@@ -605,5 +613,124 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+#[derive(Args)]
+struct GcArgs {
+    #[command(flatten)]
+    vault: VaultArgs,
+    /// Keep the newest N snapshots (the latest is always kept).
+    #[arg(long, default_value_t = 30, env = "ECR_VAULT_GC_KEEP_LAST")]
+    keep_last: usize,
+    /// Keep the newest snapshot of each day for this many days.
+    #[arg(long, default_value_t = 35, env = "ECR_VAULT_GC_KEEP_DAILY")]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each month for this many months.
+    #[arg(long, default_value_t = 12, env = "ECR_VAULT_GC_KEEP_MONTHLY")]
+    keep_monthly: u32,
+    /// Abort multipart uploads started more than this many days ago (unless a recent staging
+    /// record names them).
+    #[arg(long, default_value_t = 7, env = "ECR_VAULT_GC_UPLOAD_DAYS")]
+    abandoned_upload_days: u32,
+    /// Delete what the plan lists. Without it, gc only prints the plan.
+    #[arg(long)]
+    apply: bool,
+    /// Delete unreferenced GOVERNANCE-locked versions before their lock expires (needs
+    /// s3:BypassGovernanceRetention). COMPLIANCE locks are never bypassed.
+    #[arg(long)]
+    bypass_governance: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+async fn gc(a: GcArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = open_vault(
+        &sdk,
+        &VaultConfig {
+            uri: a.vault.vault,
+            ..VaultConfig::default()
+        },
+    )?;
+    let opts = ecr_vault_engine::gc::GcOptions {
+        keep_last: a.keep_last,
+        keep_daily_days: a.keep_daily,
+        keep_monthly_months: a.keep_monthly,
+        abandoned_upload_age: std::time::Duration::from_secs(
+            u64::from(a.abandoned_upload_days) * 24 * 3600,
+        ),
+        bypass_governance: a.bypass_governance,
+    };
+    let report = ecr_vault_engine::gc::gc(&vault, &opts, a.apply).await?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Text => {
+            let p = &report.plan;
+            let verb = if report.applied {
+                "deleted"
+            } else {
+                "would delete"
+            };
+            println!(
+                "snapshots: {} kept, {} expired by policy",
+                p.snapshots_kept.len(),
+                p.snapshots_expired.len()
+            );
+            for e in &p.snapshots_expired {
+                match e.locked_until {
+                    Some(t) => println!("  {} expired, record locked until {t}", e.id),
+                    None => println!("  {} expired", e.id),
+                }
+            }
+            for d in &p.delete {
+                let bypass = if d.bypass_until.is_some() {
+                    " (governance bypass)"
+                } else {
+                    ""
+                };
+                println!("{verb} {} {} ({} bytes){bypass}", d.kind, d.key, d.size);
+            }
+            for u in &p.uploads_to_abort {
+                println!(
+                    "{} upload {} {}",
+                    if report.applied {
+                        "aborted"
+                    } else {
+                        "would abort"
+                    },
+                    u.key,
+                    u.upload_id
+                );
+            }
+            println!(
+                "{} objects referenced by live snapshots; {} unreferenced still locked ({} bytes); {} resumable uploads kept",
+                p.referenced_objects,
+                p.held.len(),
+                p.held.iter().map(|h| h.size).sum::<u64>(),
+                p.uploads_resumable
+            );
+            println!(
+                "{verb}: {} versions, {} bytes; storage {} -> {} (${:.2} -> ${:.2}/month, {})",
+                p.delete.len(),
+                p.bytes_reclaimed,
+                p.cost_before.by_class.iter().map(|c| c.bytes).sum::<u64>(),
+                p.cost_after.by_class.iter().map(|c| c.bytes).sum::<u64>(),
+                p.cost_before.monthly_usd,
+                p.cost_after.monthly_usd,
+                p.cost_before.prices
+            );
+            for s in &report.skipped {
+                println!("skipped {}: {}", s.key, s.reason);
+            }
+            for e in &report.errors {
+                println!("ERROR {}: {}", e.key, e.reason);
+            }
+        }
+    }
+    Ok(if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }

@@ -65,6 +65,10 @@ pub struct BackupReport {
     pub deferred: Vec<String>,
     pub warnings: Vec<String>,
     pub duration_ms: u64,
+    /// Estimated cost of this run: storage it added (per month) and its requests
+    /// ([`crate::cost`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::CostEstimate>,
 }
 
 impl BackupReport {
@@ -301,6 +305,7 @@ pub async fn backup_plan(
         },
     };
     let key = vault.put_snapshot(&snapshot, until).await?;
+    let counts_for_cost = counts.clone();
     Ok(BackupReport {
         snapshot: Some(id),
         snapshot_key: Some(key),
@@ -311,6 +316,11 @@ pub async fn backup_plan(
         deferred,
         warnings,
         duration_ms: started.elapsed().as_millis() as u64,
+        cost: Some(crate::cost::run_estimate(
+            &counts_for_cost,
+            crate::cost::StorageClass::of_blobs(vault),
+            vault.options().part_size as u64,
+        )),
     })
 }
 

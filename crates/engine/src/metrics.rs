@@ -95,6 +95,7 @@ mod tests {
             deferred: vec!["team/app@sha256:00".into()],
             warnings: Vec::new(),
             duration_ms: 4321,
+            cost: None,
         }
     }
 

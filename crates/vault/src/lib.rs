@@ -17,7 +17,7 @@ pub mod upload;
 
 pub use error::VaultError;
 pub use location::VaultLocation;
-pub use lock::{LockMode, LockPolicy};
+pub use lock::{LockMode, LockPolicy, RetentionUnit};
 pub use snapshot::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId};
 pub use staging::{ResumableSha256, StagingRecord};
 pub use store::{ObjectState, Vault, VaultOptions, WriteOutcome};

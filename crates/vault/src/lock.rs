@@ -60,11 +60,27 @@ impl FromStr for LockMode {
     }
 }
 
+/// What [`LockPolicy::retention_days`] and [`LockPolicy::slack_days`] count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetentionUnit {
+    /// The user-facing unit (CLI, environment, template).
+    #[default]
+    Days,
+    /// Only so that tests on the local stack can watch a lock expire (garbage collection)
+    /// within seconds; no CLI flag or environment variable selects it.
+    Seconds,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockPolicy {
     pub mode: LockMode,
+    /// How long a snapshot's content stays locked, in `unit`s (days unless a test says so).
     pub retention_days: u32,
+    /// Extra time added when locking or extending, in `unit`s.
     pub slack_days: u32,
+    #[serde(default)]
+    pub unit: RetentionUnit,
 }
 
 impl Default for LockPolicy {
@@ -73,19 +89,47 @@ impl Default for LockPolicy {
             mode: LockMode::Compliance,
             retention_days: 35,
             slack_days: 7,
+            unit: RetentionUnit::Days,
         }
     }
 }
 
 impl LockPolicy {
+    /// A policy counted in seconds, for tests that need locks to expire while they run.
+    pub fn seconds(mode: LockMode, retention_secs: u32, slack_secs: u32) -> Self {
+        LockPolicy {
+            mode,
+            retention_days: retention_secs,
+            slack_days: slack_secs,
+            unit: RetentionUnit::Seconds,
+        }
+    }
+
+    fn span(&self, n: u32) -> Duration {
+        match self.unit {
+            RetentionUnit::Days => Duration::days(i64::from(n)),
+            RetentionUnit::Seconds => Duration::seconds(i64::from(n)),
+        }
+    }
+
+    /// The retention period as a duration.
+    pub fn retention(&self) -> Duration {
+        self.span(self.retention_days)
+    }
+
+    /// The slack as a duration.
+    pub fn slack(&self) -> Duration {
+        self.span(self.slack_days)
+    }
+
     /// The lock a snapshot taken at `now` needs on everything it references.
     pub fn required_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + Duration::days(i64::from(self.retention_days))
+        now + self.retention()
     }
 
     /// The lock to put on a new or extended object: the requirement plus slack.
     pub fn write_until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        self.required_until(now) + Duration::days(i64::from(self.slack_days))
+        self.required_until(now) + self.slack()
     }
 
     /// Whether an object locked until `current` needs extending for a snapshot at `now`.
@@ -113,6 +157,7 @@ mod tests {
             mode: LockMode::Compliance,
             retention_days: 30,
             slack_days: 7,
+            unit: RetentionUnit::Days,
         };
         let now = Utc::now();
         let written = p.write_until(now);
@@ -121,6 +166,20 @@ mod tests {
         // After the slack is used up, extension is due.
         assert!(p.needs_extension(Some(written), now + Duration::days(8)));
         assert!(p.needs_extension(None, now));
+    }
+
+    #[test]
+    fn seconds_policy_counts_seconds_and_days_stay_the_default() {
+        let now = Utc::now();
+        let s = LockPolicy::seconds(LockMode::Governance, 3, 1);
+        assert_eq!(s.write_until(now) - now, Duration::seconds(4));
+        let d = LockPolicy::default();
+        assert_eq!(d.required_until(now) - now, Duration::days(35));
+        // Stored policies without a unit read as days.
+        let old: LockPolicy =
+            serde_json::from_str(r#"{"mode":"COMPLIANCE","retention_days":2,"slack_days":1}"#)
+                .unwrap();
+        assert_eq!(old.unit, RetentionUnit::Days);
     }
 
     #[test]

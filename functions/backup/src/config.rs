@@ -166,6 +166,7 @@ impl Config {
                     mode,
                     retention_days: retention_days as u32,
                     slack_days: slack_days as u32,
+                    ..LockPolicy::default()
                 },
                 part_size_mib,
                 parts_in_flight,

@@ -748,6 +748,7 @@ fn not_run(trigger: &str, skip: Failure) -> Value {
         deferred: Vec::new(),
         warnings: Vec::new(),
         duration_ms: 0,
+        cost: None,
     };
     summary(&report, trigger)
 }

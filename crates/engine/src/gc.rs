@@ -1,0 +1,776 @@
+//! Garbage collection: expire snapshots by policy, then delete what nothing live references
+//! and no lock protects. The only code in ecr-vault that deletes.
+//!
+//! Rules, in the order they are applied:
+//! 1. **Snapshots** are kept if any rule keeps them: the last N, the newest of each day for D
+//!    days, the newest of each month for M months; the latest is always kept. An expired
+//!    snapshot's record is deleted only once its own lock has expired; until then it stays
+//!    live, and so does everything it references.
+//! 2. **Blobs, manifests, indexes** (`blobs/sha256/…`) are deleted only when no live snapshot's
+//!    closure (snapshot → manifests/indexes → configs, layers, subjects, read from the vault's
+//!    own copies) names them **and** the lock of the exact version has expired. Deletion is
+//!    `DeleteObject` with the version id, after re-reading that version's retention, so a lock
+//!    a concurrent backup extended in between (it extends before it references) wins.
+//! 3. **Multipart uploads** older than a threshold are aborted, unless a staging record
+//!    (`<prefix>/staging/…`) younger than the threshold names the upload id: a resumable
+//!    upload in progress.
+//!
+//! Everything else (`oci-layout`, `events/` audit records, staging records, unknown keys) is
+//! never touched. COMPLIANCE locks are never bypassed; GOVERNANCE locks are bypassed only with
+//! [`GcOptions::bypass_governance`]. A dry run and `apply` compute the same [`GcPlan`].
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use aws_sdk_s3::error::ProvideErrorMetadata as _;
+use chrono::{DateTime, Datelike as _, Duration, Utc};
+use ecr_vault_registry::manifest::{MAX_MANIFEST_BYTES, kind_of};
+use ecr_vault_registry::{Descriptor, Digest, Manifest};
+use ecr_vault_vault::lock::from_s3_time;
+use ecr_vault_vault::{LockMode, Snapshot, SnapshotId, Vault};
+use serde::Serialize;
+
+use crate::EngineError;
+use crate::cost::{self, CostEstimate, StorageClass, Usage};
+
+/// What to keep and what GC may do.
+#[derive(Clone, Debug)]
+pub struct GcOptions {
+    /// Keep the newest N snapshots.
+    pub keep_last: usize,
+    /// Keep the newest snapshot of each day for this many days.
+    pub keep_daily_days: u32,
+    /// Keep the newest snapshot of each calendar month for this many months.
+    pub keep_monthly_months: u32,
+    /// Multipart uploads initiated longer ago than this are abandoned.
+    pub abandoned_upload_age: std::time::Duration,
+    /// Delete GOVERNANCE-locked versions before their lock expires (needs
+    /// `s3:BypassGovernanceRetention`). COMPLIANCE locks are never bypassed.
+    pub bypass_governance: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            keep_last: 30,
+            keep_daily_days: 35,
+            keep_monthly_months: 12,
+            abandoned_upload_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            bypass_governance: false,
+        }
+    }
+}
+
+/// One object version GC would delete.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Deletion {
+    pub key: String,
+    pub version_id: String,
+    pub size: u64,
+    /// `snapshot` or `blob`.
+    pub kind: &'static str,
+    pub storage_class: StorageClass,
+    /// Set when the version is still GOVERNANCE-locked and will be deleted with bypass.
+    pub bypass_until: Option<DateTime<Utc>>,
+}
+
+/// An unreferenced version still locked: it stays until its lock expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    pub key: String,
+    pub version_id: String,
+    pub size: u64,
+    pub mode: Option<LockMode>,
+    pub retain_until: DateTime<Utc>,
+}
+
+/// A multipart upload GC would abort.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Abandoned {
+    pub key: String,
+    pub upload_id: String,
+    pub initiated: Option<DateTime<Utc>>,
+}
+
+/// A snapshot the policy expires, and whether its record can go now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiredSnapshot {
+    pub id: SnapshotId,
+    /// The record's lock still holds until then: the snapshot stays live until a later run.
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+/// What GC would do, computed the same way for a dry run and for `apply`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcPlan {
+    pub computed_at: DateTime<Utc>,
+    pub snapshots_kept: Vec<SnapshotId>,
+    pub snapshots_expired: Vec<ExpiredSnapshot>,
+    /// Objects under `blobs/` that live snapshots reference.
+    pub referenced_objects: u64,
+    /// Versions to delete: expired snapshot records first, then blobs.
+    pub delete: Vec<Deletion>,
+    /// Unreferenced versions still locked.
+    pub held: Vec<Held>,
+    pub uploads_to_abort: Vec<Abandoned>,
+    /// Old uploads kept because a young staging record names them.
+    pub uploads_resumable: u64,
+    pub bytes_reclaimed: u64,
+    /// Monthly storage of `blobs/` and `snapshots/` now, and after the plan.
+    pub cost_before: CostEstimate,
+    pub cost_after: CostEstimate,
+}
+
+/// A version or upload that `apply` left alone, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub key: String,
+    pub reason: String,
+}
+
+/// The outcome of a GC run.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    pub applied: bool,
+    pub plan: GcPlan,
+    pub deleted: u64,
+    pub bytes_deleted: u64,
+    pub uploads_aborted: u64,
+    pub skipped: Vec<Skipped>,
+    pub errors: Vec<Skipped>,
+}
+
+impl GcReport {
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
+    }
+}
+
+/// Plans and, with `apply`, carries out a GC run.
+pub async fn gc(vault: &Vault, opts: &GcOptions, apply: bool) -> Result<GcReport, EngineError> {
+    let plan = plan(vault, opts).await?;
+    if apply {
+        Ok(execute(vault, plan, opts).await)
+    } else {
+        Ok(GcReport {
+            applied: false,
+            plan,
+            deleted: 0,
+            bytes_deleted: 0,
+            uploads_aborted: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        })
+    }
+}
+
+/// The snapshots the policy keeps, from their ids alone (ids encode the time).
+pub fn keep_snapshots(
+    ids: &[SnapshotId],
+    opts: &GcOptions,
+    now: DateTime<Utc>,
+) -> BTreeSet<SnapshotId> {
+    let mut newest_first = ids.to_vec();
+    newest_first.sort();
+    newest_first.reverse();
+    let mut keep: BTreeSet<SnapshotId> = newest_first
+        .iter()
+        .take(opts.keep_last.max(1))
+        .cloned()
+        .collect();
+    let daily_from = now - Duration::days(i64::from(opts.keep_daily_days));
+    let month_index = |t: DateTime<Utc>| i64::from(t.year()) * 12 + i64::from(t.month0());
+    let mut days = HashSet::new();
+    let mut months = HashSet::new();
+    for id in &newest_first {
+        let Some(t) = id.time() else {
+            keep.insert(id.clone());
+            continue;
+        };
+        if opts.keep_daily_days > 0 && t > daily_from && days.insert(t.date_naive()) {
+            keep.insert(id.clone());
+        }
+        if opts.keep_monthly_months > 0
+            && month_index(now) - month_index(t) < i64::from(opts.keep_monthly_months)
+            && months.insert(month_index(t))
+        {
+            keep.insert(id.clone());
+        }
+    }
+    keep
+}
+
+#[derive(Clone, Debug)]
+struct Version {
+    key: String,
+    version_id: String,
+    size: u64,
+    class: StorageClass,
+}
+
+fn s3_err<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
+    op: &str,
+    key: &str,
+    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> String {
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    format!(
+        "S3 {op} {key}: {} {}",
+        e.code()
+            .map(str::to_owned)
+            .or(status.map(|s| s.to_string()))
+            .unwrap_or_else(|| "error".into()),
+        e.message().unwrap_or_default()
+    )
+}
+
+/// Every version (not delete markers) under `prefix`.
+async fn list_versions(vault: &Vault, prefix: &str) -> Result<Vec<Version>, EngineError> {
+    let s3 = vault.client();
+    let bucket = &vault.location().bucket;
+    let mut out = Vec::new();
+    let (mut km, mut vm) = (None::<String>, None::<String>);
+    loop {
+        let page = s3
+            .list_object_versions()
+            .bucket(bucket)
+            .prefix(prefix)
+            .set_key_marker(km.take())
+            .set_version_id_marker(vm.take())
+            .send()
+            .await
+            .map_err(|e| EngineError::Config(s3_err("ListObjectVersions", prefix, &e)))?;
+        for v in page.versions() {
+            let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
+                continue;
+            };
+            out.push(Version {
+                key: key.to_owned(),
+                version_id: id.to_owned(),
+                size: v.size().unwrap_or(0).max(0) as u64,
+                class: v
+                    .storage_class()
+                    .and_then(|c| StorageClass::parse(c.as_str()))
+                    .unwrap_or(StorageClass::Standard),
+            });
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        km = page.next_key_marker().map(str::to_owned);
+        vm = page.next_version_id_marker().map(str::to_owned);
+        if km.is_none() && vm.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The lock on one version: `None` when it has none.
+async fn version_lock(
+    vault: &Vault,
+    key: &str,
+    version_id: &str,
+) -> Result<Option<(Option<LockMode>, DateTime<Utc>)>, String> {
+    match vault
+        .client()
+        .get_object_retention()
+        .bucket(&vault.location().bucket)
+        .key(key)
+        .version_id(version_id)
+        .send()
+        .await
+    {
+        Ok(out) => Ok(out.retention().and_then(|r| {
+            let until = r.retain_until_date().and_then(from_s3_time)?;
+            Some((r.mode().and_then(|m| m.as_str().parse().ok()), until))
+        })),
+        Err(e) => {
+            let code = e.code().unwrap_or_default();
+            if code == "NoSuchObjectLockConfiguration" {
+                Ok(None)
+            } else {
+                Err(s3_err("GetObjectRetention", key, &e))
+            }
+        }
+    }
+}
+
+/// A version's lock: its mode (if S3 reported one) and retain-until.
+type Lock = (Option<LockMode>, DateTime<Utc>);
+
+/// What GC may do with a version given its lock: `Ok(None)` delete plainly, `Ok(Some(t))`
+/// delete with governance bypass (locked until `t`), `Err` keep it (locked).
+fn deletable(
+    lock: Option<Lock>,
+    now: DateTime<Utc>,
+    bypass_governance: bool,
+) -> Result<Option<DateTime<Utc>>, Lock> {
+    match lock {
+        None => Ok(None),
+        Some((_, until)) if until <= now => Ok(None),
+        Some((Some(LockMode::Governance), until)) if bypass_governance => Ok(Some(until)),
+        Some((mode, until)) => Err((mode, until)),
+    }
+}
+
+/// Computes what GC would do, changing nothing.
+pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError> {
+    let now = Utc::now();
+    let loc = vault.location();
+    let ids = vault.list_snapshots().await?;
+    let kept = keep_snapshots(&ids, opts, now);
+
+    let snapshot_versions = list_versions(vault, &loc.snapshots_prefix()).await?;
+    let blob_prefix = loc.key("blobs/sha256/");
+    let blob_versions = list_versions(vault, &blob_prefix).await?;
+
+    // Expired snapshots whose every version is unlocked go; the others stay live.
+    let mut delete = Vec::new();
+    let mut expired = Vec::new();
+    let mut live: Vec<SnapshotId> = Vec::new();
+    for id in &ids {
+        if kept.contains(id) {
+            live.push(id.clone());
+            continue;
+        }
+        let key = loc.snapshot_key(id);
+        let mut dels = Vec::new();
+        let mut locked_until = None;
+        for v in snapshot_versions.iter().filter(|v| v.key == key) {
+            let lock = version_lock(vault, &v.key, &v.version_id)
+                .await
+                .map_err(EngineError::Config)?;
+            match deletable(lock, now, opts.bypass_governance) {
+                Ok(bypass_until) => dels.push(Deletion {
+                    key: v.key.clone(),
+                    version_id: v.version_id.clone(),
+                    size: v.size,
+                    kind: "snapshot",
+                    storage_class: v.class,
+                    bypass_until,
+                }),
+                Err((_, until)) => {
+                    locked_until = Some(locked_until.map_or(until, |u: DateTime<Utc>| u.max(until)))
+                }
+            }
+        }
+        if locked_until.is_some() {
+            live.push(id.clone());
+        } else {
+            delete.append(&mut dels);
+        }
+        expired.push(ExpiredSnapshot {
+            id: id.clone(),
+            locked_until,
+        });
+    }
+
+    // The closure of every live snapshot, read from the vault's own copies. Anything that
+    // cannot be read stops GC: an unknown closure could hide references.
+    let mut referenced: HashSet<Digest> = HashSet::new();
+    for id in &live {
+        let snap = vault.get_snapshot(id).await?.ok_or_else(|| {
+            EngineError::Config(format!(
+                "snapshot {id} is listed but cannot be read; gc stops rather than guess"
+            ))
+        })?;
+        walk_snapshot(vault, &snap, &mut referenced).await?;
+    }
+
+    let mut held = Vec::new();
+    let mut referenced_objects = 0u64;
+    let mut before: BTreeMap<StorageClass, Usage> = BTreeMap::new();
+    for v in snapshot_versions.iter().chain(&blob_versions) {
+        before.entry(v.class).or_default().add(v.size);
+    }
+    for v in &blob_versions {
+        let Some(digest) = v
+            .key
+            .strip_prefix(&blob_prefix)
+            .and_then(|hex| Digest::parse(&format!("sha256:{hex}")).ok())
+        else {
+            continue; // not a key the vault writes: leave it alone
+        };
+        if referenced.contains(&digest) {
+            referenced_objects += 1;
+            continue;
+        }
+        let lock = version_lock(vault, &v.key, &v.version_id)
+            .await
+            .map_err(EngineError::Config)?;
+        match deletable(lock, now, opts.bypass_governance) {
+            Ok(bypass_until) => delete.push(Deletion {
+                key: v.key.clone(),
+                version_id: v.version_id.clone(),
+                size: v.size,
+                kind: "blob",
+                storage_class: v.class,
+                bypass_until,
+            }),
+            Err((mode, retain_until)) => held.push(Held {
+                key: v.key.clone(),
+                version_id: v.version_id.clone(),
+                size: v.size,
+                mode,
+                retain_until,
+            }),
+        }
+    }
+    // Snapshot records first: a crash between the two phases leaves no snapshot naming a
+    // deleted blob.
+    delete.sort_by(|a, b| (a.kind != "snapshot", a).cmp(&(b.kind != "snapshot", b)));
+
+    let (uploads_to_abort, uploads_resumable) = abandoned_uploads(vault, opts, now).await?;
+
+    let mut after = before.clone();
+    for d in &delete {
+        if let Some(u) = after.get_mut(&d.storage_class) {
+            u.bytes = u.bytes.saturating_sub(d.size);
+            u.objects = u.objects.saturating_sub(1);
+            if d.size < cost::MIN_BILLABLE_OBJECT {
+                u.small_objects = u.small_objects.saturating_sub(1);
+                u.small_bytes = u.small_bytes.saturating_sub(d.size);
+            }
+        }
+    }
+    let none = BTreeMap::new();
+    Ok(GcPlan {
+        computed_at: now,
+        snapshots_kept: ids.iter().filter(|i| kept.contains(*i)).cloned().collect(),
+        snapshots_expired: expired,
+        referenced_objects,
+        bytes_reclaimed: delete.iter().map(|d| d.size).sum(),
+        delete,
+        held,
+        uploads_to_abort,
+        uploads_resumable,
+        cost_before: cost::estimate(&before, &none),
+        cost_after: cost::estimate(&after, &none),
+    })
+}
+
+async fn walk_snapshot(
+    vault: &Vault,
+    snap: &Snapshot,
+    referenced: &mut HashSet<Digest>,
+) -> Result<(), EngineError> {
+    if let Some(d) = &snap.run.repositories {
+        referenced.insert(d.clone());
+    }
+    let mut stack: Vec<(Descriptor, bool)> =
+        snap.images.iter().map(|r| (r.descriptor(), true)).collect();
+    while let Some((desc, is_manifest)) = stack.pop() {
+        if !referenced.insert(desc.digest.clone()) || !is_manifest {
+            continue;
+        }
+        let key = vault.location().blob_key(&desc.digest);
+        let bytes = vault
+            .get_document(&key, MAX_MANIFEST_BYTES)
+            .await?
+            .ok_or_else(|| {
+                EngineError::Config(format!(
+                    "snapshot {} references {} but {key} is missing; run `ecr-vault verify` \
+                     (gc stops rather than guess)",
+                    snap.id, desc.digest
+                ))
+            })?;
+        let ct = (!desc.media_type.is_empty()).then_some(desc.media_type.as_str());
+        let m = Manifest::parse(&desc.digest, ct, bytes).map_err(|e| {
+            EngineError::Config(format!(
+                "snapshot {} references {key}, which does not parse ({e}); gc stops rather \
+                 than guess",
+                snap.id
+            ))
+        })?;
+        for child in m.references.iter().chain(m.subject.iter()) {
+            let child_is_manifest = kind_of(&child.media_type).is_some();
+            stack.push((child.clone(), child_is_manifest));
+        }
+    }
+    Ok(())
+}
+
+/// Multipart uploads under the vault prefix initiated before the threshold, minus those a
+/// young staging record names (matched as a substring, whatever the record's layout).
+async fn abandoned_uploads(
+    vault: &Vault,
+    opts: &GcOptions,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Abandoned>, u64), EngineError> {
+    let s3 = vault.client();
+    let loc = vault.location();
+    let bucket = &loc.bucket;
+    // An age too large to subtract means nothing is old enough.
+    let Some(cutoff) = Duration::from_std(opts.abandoned_upload_age)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
+    else {
+        return Ok((Vec::new(), 0));
+    };
+    let prefix = loc.key("");
+    let mut old = Vec::new();
+    let (mut km, mut um) = (None::<String>, None::<String>);
+    loop {
+        let page = s3
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .prefix(&prefix)
+            .set_key_marker(km.take())
+            .set_upload_id_marker(um.take())
+            .send()
+            .await
+            .map_err(|e| EngineError::Config(s3_err("ListMultipartUploads", &prefix, &e)))?;
+        for u in page.uploads() {
+            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
+                continue;
+            };
+            let initiated = u.initiated().and_then(from_s3_time);
+            if initiated.is_none_or(|t| t <= cutoff) {
+                old.push(Abandoned {
+                    key: key.to_owned(),
+                    upload_id: id.to_owned(),
+                    initiated,
+                });
+            }
+        }
+        if page.is_truncated() != Some(true) {
+            break;
+        }
+        km = page.next_key_marker().map(str::to_owned);
+        um = page.next_upload_id_marker().map(str::to_owned);
+        if km.is_none() && um.is_none() {
+            break;
+        }
+    }
+    if old.is_empty() {
+        return Ok((old, 0));
+    }
+    // Young staging records: the uploads they name are resumable, not abandoned.
+    let staging_prefix = loc.key("staging/");
+    let mut young: Vec<bytes::Bytes> = Vec::new();
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(&staging_prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page =
+            page.map_err(|e| EngineError::Config(s3_err("ListObjectsV2", &staging_prefix, &e)))?;
+        for o in page.contents() {
+            let recent = o
+                .last_modified()
+                .and_then(from_s3_time)
+                .is_none_or(|t| t > cutoff);
+            if let (true, Some(k)) = (recent, o.key())
+                && let Some(b) = vault.get_document(k, 16 * 1024 * 1024).await?
+            {
+                young.push(b);
+            }
+        }
+    }
+    let named = |id: &str| {
+        !id.is_empty()
+            && young
+                .iter()
+                .any(|b| b.windows(id.len()).any(|w| w == id.as_bytes()))
+    };
+    let before = old.len();
+    old.retain(|u| !named(&u.upload_id));
+    let resumable = (before - old.len()) as u64;
+    old.sort();
+    Ok((old, resumable))
+}
+
+/// Carries out a plan: re-checks each version's lock right before deleting it.
+async fn execute(vault: &Vault, plan: GcPlan, opts: &GcOptions) -> GcReport {
+    let s3 = vault.client();
+    let bucket = &vault.location().bucket;
+    let mut report = GcReport {
+        applied: true,
+        plan,
+        deleted: 0,
+        bytes_deleted: 0,
+        uploads_aborted: 0,
+        skipped: Vec::new(),
+        errors: Vec::new(),
+    };
+    let mut snapshot_left = false;
+    for d in report.plan.delete.clone() {
+        if d.kind == "blob" && snapshot_left {
+            report.skipped.push(Skipped {
+                key: d.key,
+                reason: "an expired snapshot could not be deleted; blobs wait for the next run"
+                    .into(),
+            });
+            continue;
+        }
+        let now = Utc::now();
+        let lock = match version_lock(vault, &d.key, &d.version_id).await {
+            Ok(l) => l,
+            Err(e) => {
+                snapshot_left |= d.kind == "snapshot";
+                report.errors.push(Skipped {
+                    key: d.key,
+                    reason: e,
+                });
+                continue;
+            }
+        };
+        let bypass = match deletable(lock, now, opts.bypass_governance) {
+            Ok(b) => b.is_some(),
+            Err((mode, until)) => {
+                snapshot_left |= d.kind == "snapshot";
+                report.skipped.push(Skipped {
+                    key: d.key,
+                    reason: format!(
+                        "locked ({}) until {until} since the plan",
+                        mode.map(|m| m.to_string()).unwrap_or_default()
+                    ),
+                });
+                continue;
+            }
+        };
+        let mut req = s3
+            .delete_object()
+            .bucket(bucket)
+            .key(&d.key)
+            .version_id(&d.version_id);
+        if bypass {
+            req = req.bypass_governance_retention(true);
+        }
+        match req.send().await {
+            Ok(_) => {
+                tracing::info!(key = %d.key, version = %d.version_id, "gc deleted");
+                report.deleted += 1;
+                report.bytes_deleted += d.size;
+            }
+            Err(e) => {
+                snapshot_left |= d.kind == "snapshot";
+                report.errors.push(Skipped {
+                    key: d.key.clone(),
+                    reason: s3_err("DeleteObject", &d.key, &e),
+                });
+            }
+        }
+    }
+    for u in report.plan.uploads_to_abort.clone() {
+        match s3
+            .abort_multipart_upload()
+            .bucket(bucket)
+            .key(&u.key)
+            .upload_id(&u.upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => report.uploads_aborted += 1,
+            Err(e) => {
+                let code = e.code().unwrap_or_default();
+                if code == "NoSuchUpload" {
+                    continue; // completed or aborted since the plan
+                }
+                report.errors.push(Skipped {
+                    key: u.key.clone(),
+                    reason: s3_err("AbortMultipartUpload", &u.key, &e),
+                });
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SnapshotId {
+        SnapshotId::parse(s).unwrap()
+    }
+
+    fn policy(last: usize, daily: u32, monthly: u32) -> GcOptions {
+        GcOptions {
+            keep_last: last,
+            keep_daily_days: daily,
+            keep_monthly_months: monthly,
+            ..GcOptions::default()
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_latest_snapshot_is_kept_whatever_the_policy() {
+        let ids = [
+            id("20261101T020000000Z-000001"),
+            id("20261102T020000000Z-000002"),
+        ];
+        let keep = keep_snapshots(&ids, &policy(0, 0, 0), at("2027-06-01T00:00:00Z"));
+        assert_eq!(keep.into_iter().collect::<Vec<_>>(), vec![ids[1].clone()]);
+    }
+
+    #[test]
+    fn dailies_keep_the_newest_of_each_day_within_the_window() {
+        let ids = [
+            id("20261120T010000000Z-000001"), // outside a 7-day window
+            id("20261128T010000000Z-000002"),
+            id("20261128T230000000Z-000003"), // newest of the 28th
+            id("20261130T010000000Z-000004"),
+            id("20261201T010000000Z-000005"),
+        ];
+        let keep = keep_snapshots(&ids, &policy(1, 7, 0), at("2026-12-01T12:00:00Z"));
+        assert_eq!(
+            keep.into_iter().collect::<Vec<_>>(),
+            vec![ids[2].clone(), ids[3].clone(), ids[4].clone()]
+        );
+    }
+
+    #[test]
+    fn monthlies_keep_the_newest_of_each_month_and_last_n_adds_to_them() {
+        let ids = [
+            id("20260815T000000000Z-000001"), // three months back: outside 3 months
+            id("20260910T000000000Z-000002"),
+            id("20260920T000000000Z-000003"),
+            id("20261005T000000000Z-000004"),
+            id("20261101T000000000Z-000005"),
+            id("20261102T000000000Z-000006"),
+        ];
+        let keep = keep_snapshots(&ids, &policy(2, 0, 3), at("2026-11-15T00:00:00Z"));
+        assert_eq!(
+            keep.into_iter().collect::<Vec<_>>(),
+            vec![
+                ids[2].clone(),
+                ids[3].clone(),
+                ids[4].clone(),
+                ids[5].clone()
+            ]
+        );
+    }
+
+    #[test]
+    fn compliance_locks_are_never_bypassed_and_governance_only_on_request() {
+        let now = Utc::now();
+        let later = now + Duration::hours(1);
+        let earlier = now - Duration::seconds(1);
+        assert_eq!(deletable(None, now, false), Ok(None));
+        assert_eq!(
+            deletable(Some((Some(LockMode::Compliance), earlier)), now, false),
+            Ok(None)
+        );
+        for bypass in [false, true] {
+            assert!(deletable(Some((Some(LockMode::Compliance), later)), now, bypass).is_err());
+        }
+        assert!(deletable(Some((Some(LockMode::Governance), later)), now, false).is_err());
+        assert_eq!(
+            deletable(Some((Some(LockMode::Governance), later)), now, true),
+            Ok(Some(later))
+        );
+    }
+}
