@@ -274,7 +274,7 @@ async fn a_fanned_out_run_ends_with_one_complete_snapshot_of_every_image() -> Re
     let stack = Stack::shared().await?;
     let sqs = sqs_client(stack);
     let ns = unique_name("fanok");
-    let images = push_images(stack, 701, &ns).await?;
+    let images = push_images(stack, &ns, 701).await?;
     let q = queues(&sqs, &ns).await?;
     let (bucket, vault) = new_vault(stack, "").await?;
     let f = start(stack, &bucket, &ns, &q, &[]).await?;
@@ -333,7 +333,7 @@ async fn a_work_item_that_keeps_failing_ends_in_the_dlq_and_the_run_is_reported_
     let stack = Stack::shared().await?;
     let sqs = sqs_client(stack);
     let ns = unique_name("fanbad");
-    let images = push_images(stack, 731, &ns).await?;
+    let images = push_images(stack, &ns, 731).await?;
     // Known to ECR but not in the registry: every delivery of its work item fails.
     let ghost_repo = format!("{ns}/ghost");
     let ghost_digest = ghost(stack, &ghost_repo, 735).await?;
@@ -397,7 +397,7 @@ async fn a_run_whose_items_never_all_report_is_finalised_incomplete_by_the_next_
     let stack = Stack::shared().await?;
     let sqs = sqs_client(stack);
     let ns = unique_name("fanlost");
-    let images = push_images(stack, 761, &ns).await?;
+    let images = push_images(stack, &ns, 761).await?;
     let ghost_repo = format!("{ns}/ghost");
     let ghost_digest = ghost(stack, &ghost_repo, 765).await?;
     let q = queues(&sqs, &ns).await?;
