@@ -184,9 +184,10 @@ impl Manifest {
                 media_type,
             });
         };
+        // oci-spec's own message is only "serde failed"; the reason is in its source.
         let malformed = |e: oci_spec::OciSpecError| RegistryError::Malformed {
             what: what.clone(),
-            reason: e.to_string(),
+            reason: std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
         };
         let (references, subject, artifact_type) = match kind {
             ManifestKind::Image => {
@@ -340,6 +341,20 @@ mod tests {
             parse("not json"),
             Err(RegistryError::Malformed { .. })
         ));
+    }
+
+    /// Found by the hostile-input corpus: oci-spec's own message for a descriptor digest it
+    /// refuses is only "serde failed"; the error must say what was wrong.
+    #[test]
+    fn malformed_descriptors_say_why() {
+        for digest in ["garbage", "sha256:../../../../etc/passwd"] {
+            let json = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","size":1,"digest":"{digest}"}},"layers":[]}}"#
+            );
+            let e = parse(&json).unwrap_err().to_string();
+            assert!(e.starts_with("malformed manifest"), "{e}");
+            assert!(!e.ends_with("serde failed"), "{e}");
+        }
     }
 
     #[test]
