@@ -129,10 +129,11 @@ impl Aimd {
 
     fn throttled(&self, epoch: u64) {
         let mut st = self.state();
-        if epoch == st.epoch {
-            st.limit = (st.limit * self.cfg.decrease)
-                .floor()
-                .max(self.cfg.min as f64);
+        let cut = (st.limit * self.cfg.decrease)
+            .floor()
+            .max(self.cfg.min as f64);
+        if epoch == st.epoch && cut < st.limit {
+            st.limit = cut;
             st.epoch += 1;
             st.throttles += 1;
         }
