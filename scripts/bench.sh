@@ -8,6 +8,7 @@
 #                                         # then the CPU profile section (~20 min in all)
 #   bash scripts/bench.sh --quick         # smoke: 256 MiB layers only, 1 repetition
 #   bash scripts/bench.sh --profile-only  # redo only the CPU profile section of the .md
+#   bash scripts/bench.sh --rerun-only    # only the no-change rerun over 1,000 images (~3 min)
 #   options: --reps N, --no-profile, --json FILE (dump every measurement), --md FILE, --png FILE
 #
 # The CPU profile uses `perf` (Debian package linux-perf) when it works on the machine, and
@@ -49,4 +50,13 @@ done
 # shellcheck disable=SC1091
 source "$work/stack/env"
 
+# The no-change rerun over 1,000 small images (bench/rerun.py) writes only its own section of
+# docs/benchmarks.md; it runs alone with --rerun-only, and after the full benchmark.
+case " $* " in
+  *" --rerun-only "*) .venv/bin/python bench/rerun.py --bin-dir "$bin" "$@"; exit 0 ;;
+esac
 .venv/bin/python bench/bench.py --work "$work" --bin-dir "$bin" "$@"
+case " $* " in
+  *" --quick "*|*" --profile-only "*) ;;
+  *) .venv/bin/python bench/rerun.py --bin-dir "$bin" ;;
+esac

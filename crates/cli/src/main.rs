@@ -45,6 +45,9 @@ enum Output {
 enum Command {
     /// Back up every image the filters select into the vault and write a snapshot.
     Backup(BackupArgs),
+    /// Show what the next backup would do: new, unchanged and gone images, bytes expected and
+    /// lock extensions due. Reads the listing and the latest snapshot; writes nothing.
+    Plan(PlanArgs),
     /// List the snapshots in a vault.
     Snapshots(SnapshotsArgs),
     /// Restore images from the vault into ECR or any OCI registry.
@@ -227,6 +230,34 @@ struct BackupArgs {
 }
 
 #[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    vault: VaultArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Days the next snapshot's content must stay locked (as for `backup`).
+    #[arg(long, default_value_t = 35, env = "ECR_VAULT_RETENTION_DAYS")]
+    retention_days: u32,
+    /// Extra days added when locking or extending (as for `backup`).
+    #[arg(long, default_value_t = 7, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
+    lock_slack_days: u32,
+    /// For a plain OCI registry: fetch the new images' manifests to estimate their bytes.
+    /// (ECR reports image sizes in its listing, so this costs nothing extra there.)
+    #[arg(long)]
+    sizes: bool,
+    /// Listing requests at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// List every image, not only the totals (text output).
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+#[derive(Args)]
 struct SnapshotsArgs {
     #[command(flatten)]
     vault: VaultArgs,
@@ -280,6 +311,7 @@ fn main() -> ExitCode {
 async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Backup(a) => backup(a).await,
+        Command::Plan(a) => plan(a).await,
         Command::Snapshots(a) => snapshots(a).await,
         Command::Restore(a) => restore(a).await,
         Command::Show(a) => show(a).await,
@@ -366,6 +398,89 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = open_vault(
+        &sdk,
+        &VaultConfig {
+            uri: a.vault.vault.clone(),
+            lock: LockPolicy {
+                retention_days: a.retention_days,
+                slack_days: a.lock_slack_days,
+                ..LockPolicy::default()
+            },
+            ..VaultConfig::default()
+        },
+    )?;
+    let source = open_source(&sdk, &a.registry.config())
+        .await
+        .context("connecting to the source registry")?;
+    let opts = ecr_vault_engine::PlanOptions {
+        filters: a.filters.filters()?,
+        concurrency: a.concurrency,
+        fetch_sizes: a.sizes,
+    };
+    let p = ecr_vault_engine::plan(&source, &vault, &opts).await?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+        Output::Text => {
+            println!(
+                "base snapshot: {}",
+                p.base_snapshot
+                    .as_ref()
+                    .map_or("none (everything is new)".to_owned(), |s| s.to_string())
+            );
+            let bytes = match p.bytes_expected {
+                Some(b) => format!("{b} bytes ({})", serde_json::to_value(p.bytes_basis)?),
+                None => "unknown (use --sizes to fetch the new manifests)".to_owned(),
+            };
+            println!("new: {} images, {bytes} expected at most", p.new.len());
+            println!(
+                "unchanged: {} images ({} lock extensions due, {} to check with one HEAD)",
+                p.unchanged.len(),
+                p.lock_extensions_due,
+                p.lock_unknown
+            );
+            println!("gone since the base snapshot: {} images", p.gone.len());
+            match &p.cost {
+                Some(c) => println!("storage cost estimate: {c}"),
+                None => println!("storage cost estimate: not available"),
+            }
+            if a.verbose {
+                for n in &p.new {
+                    println!(
+                        "new       {}@{} {:?}",
+                        n.image.repo, n.image.digest, n.image.tags
+                    );
+                }
+                for u in &p.unchanged {
+                    println!(
+                        "unchanged {}@{} lock {:?}",
+                        u.image.repo, u.image.digest, u.lock
+                    );
+                }
+                for g in &p.gone {
+                    println!("gone      {}@{}", g.repository, g.digest);
+                }
+            }
+            for s in &p.skipped {
+                println!("skipped {}@{}: {}", s.repository, s.reference, s.error);
+            }
+            for w in &p.warnings {
+                println!("warning: {w}");
+            }
+            for f in &p.failures {
+                println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
+            }
+        }
+    }
+    Ok(if p.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -9,6 +9,15 @@
 //!   credentials from the usual `AWS_*` variables), parts cut from one pre-generated buffer
 //!   (no hashing, no checksum headers, no lock headers), `parallel` parts in flight. Prints
 //!   JSON: bytes, seconds (CreateMultipartUpload to CompleteMultipartUpload).
+//! - `ecr-vault-bench seed-many --registry URL --prefix P [--repos 100 --per-repo 10]`: the
+//!   no-change-rerun workload (same shape as `tests/scale.rs`): repos × per-repo small images,
+//!   each its own config, 3 own layers and 4 layers from a shared pool of repos × per-repo
+//!   blobs (5,000 distinct blobs, 50 % of references shared at the defaults), pushed in-process
+//!   16 at a time. Prints JSON: images, distinct blobs, bytes.
+//! - `ecr-vault-bench count --s3 URL --registry URL -- CMD...`: runs CMD with
+//!   `AWS_ENDPOINT_URL_S3` and `ECR_VAULT_REGISTRY` pointed at request-counting proxies in
+//!   front of the two servers (both on loopback), and prints JSON: wall seconds, exit code,
+//!   requests per route class, bytes each way, and CMD's stdout.
 //! - `ecr-vault-bench purge --bucket B --prefix P`: deletes every version and delete marker
 //!   under `P` (with governance bypass), so repeated runs do not fill the disk. Objects under
 //!   COMPLIANCE locks stay; their count is printed.
@@ -75,6 +84,33 @@ enum Command {
         #[arg(long)]
         unsigned: bool,
     },
+    /// Push many small images with shared layers (the no-change-rerun workload).
+    SeedMany {
+        #[arg(long, env = "ECR_VAULT_TEST_REGISTRY_URL")]
+        registry: String,
+        #[arg(long, env = "ECR_VAULT_TEST_REGISTRY_USER")]
+        user: Option<String>,
+        #[arg(long, env = "ECR_VAULT_TEST_REGISTRY_PASSWORD")]
+        password: Option<String>,
+        /// Repository prefix: repositories are PREFIX/svcNNN.
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        repos: usize,
+        #[arg(long, default_value_t = 10)]
+        per_repo: usize,
+    },
+    /// Run a command with its S3 and registry traffic going through counting proxies.
+    Count {
+        /// The S3 endpoint to put the proxy in front of.
+        #[arg(long)]
+        s3: String,
+        /// The registry to put the proxy in front of.
+        #[arg(long)]
+        registry: String,
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
     /// Delete every version under a prefix (governance bypass).
     Purge {
         #[arg(long)]
@@ -113,8 +149,120 @@ async fn main() -> Result<()> {
             };
             upload(&bucket, &key, size, &opts).await
         }
+        Command::SeedMany {
+            registry,
+            user,
+            password,
+            prefix,
+            repos,
+            per_repo,
+        } => seed_many(&registry, user, password, &prefix, repos, per_repo).await,
+        Command::Count {
+            s3,
+            registry,
+            command,
+        } => count(&s3, &registry, &command).await,
         Command::Purge { bucket, prefix } => purge(&bucket, &prefix).await,
     }
+}
+
+async fn seed_many(
+    url: &str,
+    user: Option<String>,
+    password: Option<String>,
+    prefix: &str,
+    repos: usize,
+    per_repo: usize,
+) -> Result<()> {
+    use ecr_vault_testkit::fixtures::{ImageBuilder, oci_layer};
+    use futures::StreamExt as _;
+    let creds = match (&user, &password) {
+        (Some(u), Some(p)) => Some((u.as_str(), p.as_str())),
+        _ => None,
+    };
+    let registry = Registry::external(url, creds)?;
+    let images = repos * per_repo;
+    let pool_size = images.max(1);
+    let pool: Vec<_> = (0..pool_size)
+        .map(|j| oci_layer(1_000_000 + j as u64, 500 + (j % 700) as u64))
+        .collect();
+    let mut built = Vec::with_capacity(images);
+    for n in 0..images {
+        let own: Vec<u64> = (0..3)
+            .map(|i| 600 + ((n * 7 + i * 131) % 900) as u64)
+            .collect();
+        let mut b = ImageBuilder::oci(10_000 + n as u64).layers(&own);
+        for m in 0..4 {
+            b = b.shared_layer(pool[(n * 4 + m) % pool_size].clone());
+        }
+        let repo = format!("{prefix}/svc{:03}", n / per_repo);
+        built.push((repo, format!("r{}", n % per_repo), b.build()?));
+    }
+    let mut distinct = std::collections::HashMap::new();
+    for (_, _, g) in &built {
+        for b in &g.blobs {
+            distinct.insert(b.digest.clone(), b.size);
+        }
+    }
+    let results: Vec<Result<()>> = futures::stream::iter(&built)
+        .map(|(repo, tag, g)| {
+            let registry = &registry;
+            async move { g.push(registry, repo, &[tag.as_str()]).await.map(|_| ()) }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string(&json!({
+            "images": images,
+            "repositories": repos,
+            "distinct_blobs": distinct.len(),
+            "blob_bytes": distinct.values().sum::<u64>(),
+        }))?
+    );
+    Ok(())
+}
+
+async fn count(s3: &str, registry: &str, command: &[String]) -> Result<()> {
+    use ecr_vault_testkit::FaultProxy;
+    let s3_proxy = FaultProxy::start(s3).await?;
+    let reg_proxy = FaultProxy::start(registry).await?;
+    let (program, args) = command.split_first().context("no command to run")?;
+    let started = Instant::now();
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .env("AWS_ENDPOINT_URL_S3", s3_proxy.url())
+        .env("ECR_VAULT_REGISTRY", reg_proxy.url())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .with_context(|| format!("running {program}"))?;
+    let wall = started.elapsed().as_secs_f64();
+    let by_class = |p: &FaultProxy| {
+        let mut m = serde_json::Map::new();
+        for ((method, class), n) in p.counts() {
+            m.insert(format!("{method} {class}"), json!(n));
+        }
+        m
+    };
+    let (st, rt) = (s3_proxy.totals(), reg_proxy.totals());
+    println!(
+        "{}",
+        serde_json::to_string(&json!({
+            "wall_s": wall,
+            "exit": out.status.code(),
+            "s3": {"requests": st.requests, "bytes_up": st.bytes_up, "bytes_down": st.bytes_down,
+                   "by_class": by_class(&s3_proxy)},
+            "registry": {"requests": rt.requests, "bytes_up": rt.bytes_up, "bytes_down": rt.bytes_down,
+                         "by_class": by_class(&reg_proxy)},
+            "stdout": String::from_utf8_lossy(&out.stdout),
+        }))?
+    );
+    Ok(())
 }
 
 fn sha256(data: &[u8]) -> String {
