@@ -68,7 +68,7 @@ impl ResumableSha256 {
 
     /// Continues from a saved state; `len` must be a multiple of 64 (a block boundary).
     pub fn resume(state: [u32; 8], len: u64) -> Option<Self> {
-        (len % 64 == 0).then_some(ResumableSha256 {
+        len.is_multiple_of(64).then_some(ResumableSha256 {
             state,
             len,
             buf: [0; 64],
