@@ -481,19 +481,37 @@ impl Restorer<'_> {
             return Ok(true);
         }
         let from = self.pushed_in.lock().await.get(&d.digest).cloned();
-        let location = match self
-            .target
-            .start_upload(repo, from.as_ref().map(|f| (&d.digest, f)))
-            .await?
-        {
-            UploadStart::Mounted => {
-                self.with_report(|r| r.blobs_mounted += 1);
-                self.present.lock().await.insert(key);
-                return Ok(false);
+        // The streamed PUT is one-shot, so a dropped connection (to S3 or to the registry)
+        // restarts the whole blob in a fresh upload session, with bounded jittered backoff.
+        // A corrupt vault object is never retried: it fails the image at once.
+        let backoff = ecr_vault_registry::Backoff::default();
+        let mut attempt = 0;
+        loop {
+            let location = match self
+                .target
+                .start_upload(repo, from.as_ref().map(|f| (&d.digest, f)))
+                .await?
+            {
+                UploadStart::Mounted => {
+                    self.with_report(|r| r.blobs_mounted += 1);
+                    self.present.lock().await.insert(key);
+                    return Ok(false);
+                }
+                UploadStart::Location(l) => l,
+            };
+            match self.push_blob(repo, d, location).await {
+                Ok(()) => break,
+                Err(EngineError::Registry(e))
+                    if e.is_retryable() && attempt + 1 < backoff.attempts =>
+                {
+                    let wait = backoff.delay(attempt, e.retry_after());
+                    tracing::warn!(%repo, digest = %d.digest, error = %e, ?wait, "blob push failed; restarting it");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
             }
-            UploadStart::Location(l) => l,
-        };
-        self.push_blob(repo, d, location).await?;
+        }
         self.with_report(|r| {
             r.blobs_pushed += 1;
             r.bytes_pushed += d.size;
