@@ -292,6 +292,34 @@ pub fn run_estimate(c: &Counts, blob_class: StorageClass, part_size: u64) -> Cos
     estimate(&storage, &requests)
 }
 
+/// What a plan would add: its expected bytes stored for a month, and its requests (one PUT
+/// per part of the expected bytes and per new manifest, one HEAD per new image and per
+/// unchanged image without a recorded lock, one retention call per extension due).
+/// `None` when the plan does not know its bytes.
+pub fn plan_estimate(
+    plan: &crate::plan::Plan,
+    blob_class: StorageClass,
+    part_size: u64,
+) -> Option<CostEstimate> {
+    let bytes = plan.bytes_expected?;
+    let new = plan.new.len() as u64;
+    let parts = if part_size == 0 {
+        0
+    } else {
+        bytes.div_ceil(part_size)
+    };
+    let storage = BTreeMap::from([(blob_class, Usage::totals(bytes, parts))]);
+    let requests = BTreeMap::from([(
+        blob_class,
+        Requests {
+            put: parts + new,
+            get: new + plan.lock_unknown as u64,
+            retention: plan.lock_extensions_due as u64,
+        },
+    )]);
+    Some(estimate(&storage, &requests))
+}
+
 impl fmt::Display for CostEstimate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -113,10 +113,10 @@ pub struct Plan {
     pub lock_extensions_due: usize,
     /// Unchanged images without a recorded watermark (one HEAD each).
     pub lock_unknown: usize,
-    /// Monthly storage-cost estimate. HOOK(cost): filled by `crate::cost::estimate` once
-    /// that module lands; `None` until then.
+    /// What the run would add: storage per month for the expected bytes and the run's
+    /// requests ([`crate::cost::plan_estimate`]); `None` when the bytes are unknown.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost: Option<serde_json::Value>,
+    pub cost: Option<crate::cost::CostEstimate>,
     /// Listing failures and skips, carried to the run report.
     pub failures: Vec<Failure>,
     pub skipped: Vec<Failure>,
@@ -176,6 +176,11 @@ pub async fn plan(source: &Source, vault: &Vault, opts: &PlanOptions) -> Result<
     {
         estimate_from_manifests(source.registry(), &mut plan, opts.concurrency).await;
     }
+    plan.cost = crate::cost::plan_estimate(
+        &plan,
+        crate::cost::StorageClass::of_blobs(vault),
+        vault.options().part_size as u64,
+    );
     Ok(plan)
 }
 
