@@ -407,7 +407,7 @@ pub(crate) async fn capture(
 
 /// The snapshot records of an unchanged image: its recorded manifest under today's tags, and
 /// its recorded referrers as they were.
-fn carry(img: &SourceImage, recorded: &[ImageRecord]) -> Vec<ImageRecord> {
+pub(crate) fn carry(img: &SourceImage, recorded: &[ImageRecord]) -> Vec<ImageRecord> {
     let Some((own, referrers)) = recorded.split_first() else {
         return Vec::new();
     };

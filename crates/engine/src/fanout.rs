@@ -31,7 +31,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{
-    Counts, Failure, ImageRecord, RunInfo, Snapshot, SnapshotId, Vault, VaultError, WriteOutcome,
+    Counts, Failure, ImageRecord, LockPolicy, RunInfo, Snapshot, SnapshotId, Vault, VaultError,
+    WriteOutcome,
 };
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,31 @@ pub struct FanoutInput {
     pub skipped: Vec<Failure>,
     pub warnings: Vec<String>,
     pub repositories: Vec<ecr_vault_ecr::RepositorySettings>,
+}
+
+impl FanoutInput {
+    /// From the planner: only new images, and unchanged ones whose locks need a look, become
+    /// work; unchanged images whose recorded lock covers the new snapshot are carried with
+    /// today's tags and cost no request at all.
+    pub fn from_plan(plan: crate::plan::Plan, policy: LockPolicy, now: DateTime<Utc>) -> Self {
+        let mut work: Vec<SourceImage> = plan.new.into_iter().map(|n| n.image).collect();
+        let mut carried = Vec::new();
+        for u in plan.unchanged {
+            if u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+                carried.extend(crate::backup::carry(&u.image, &u.records));
+            } else {
+                work.push(u.image);
+            }
+        }
+        FanoutInput {
+            work,
+            carried,
+            failures: plan.failures,
+            skipped: plan.skipped,
+            warnings: plan.warnings,
+            repositories: plan.repositories,
+        }
+    }
 }
 
 impl From<Listing> for FanoutInput {
@@ -549,13 +575,16 @@ pub async fn work(
             }
             // One copier per image, so the marker's counts are this image's own.
             let now = Utc::now();
+            // With the deadline, a blob too big for this invocation stages its upload and the
+            // item's redelivery resumes it instead of starting over.
             let copier = Copier::new(
                 vault.clone(),
                 source.registry().clone(),
                 now,
                 opts.blob_concurrency,
                 Arc::new(NoProgress),
-            );
+            )
+            .with_deadline(opts.deadline, opts.deadline_margin);
             let r = match capture(&copier, source, &w.image, opts.referrers).await {
                 ImageResult::Done { records, unchanged } => {
                     let s = &copier.stats;

@@ -21,13 +21,13 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_vault_ecr::EcrImage;
 use ecr_vault_engine::audit::{AuditInput, AuditRecord, write_audit};
 use ecr_vault_engine::fanout::{
-    self, FanoutOptions, Finalised, PendingReport, RunManifest, Unavailable, WorkImage, WorkReport,
-    finalise_pending, read_manifest,
+    self, FanoutInput, FanoutOptions, Finalised, PendingReport, RunManifest, Unavailable,
+    WorkImage, WorkReport, finalise_pending, read_manifest,
 };
 use ecr_vault_engine::metrics::backup_emf;
 use ecr_vault_engine::{
-    BackupOptions, BackupReport, EngineError, Listing, NoProgress, RegistryConfig, Source,
-    SourceImage, backup, backup_listing, open_source, open_vault,
+    BackupOptions, BackupReport, EngineError, Listing, NoProgress, PlanOptions, RegistryConfig,
+    Source, SourceImage, backup, backup_listing, backup_plan, open_source, open_vault, plan,
 };
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{Counts, Failure, SnapshotId, Vault, WriteOutcome};
@@ -184,12 +184,24 @@ impl App {
             }
         };
         earlier.finalised.iter().for_each(log_finalised);
-        let listing = source
-            .list(&opts.filters, opts.image_concurrency.max(4))
-            .await;
-        let mut out = if fan.should_fan_out(listing.images.len()) {
-            let report =
-                fanout::fan_out(source, &self.vault, sqs, listing.into(), &opts, &fan).await?;
+        // The planner decides the cohort: only new images, and unchanged ones whose locks
+        // need a look, are work; the rest are carried without a request.
+        let plan_opts = PlanOptions {
+            filters: opts.filters.clone(),
+            concurrency: opts.image_concurrency.max(4),
+            fetch_sizes: false,
+        };
+        let plan = plan(source, &self.vault, &plan_opts).await?;
+        let (policy, now) = (self.vault.options().lock, chrono::Utc::now());
+        let work = plan.new.len()
+            + plan
+                .unchanged
+                .iter()
+                .filter(|u| u.lock_until.is_none() || policy.needs_extension(u.lock_until, now))
+                .count();
+        let mut out = if fan.should_fan_out(work) {
+            let input = FanoutInput::from_plan(plan, policy, now);
+            let report = fanout::fan_out(source, &self.vault, sqs, input, &opts, &fan).await?;
             tracing::info!(
                 run = report.run.as_str(),
                 queued = report.queued,
@@ -204,10 +216,8 @@ impl App {
             }
             v
         } else {
-            // The inline run lists again through `backup`, so it takes the same path (and
-            // planner) as a run without a queue. HOOK(plan): fan out from the plan instead.
-            drop(listing);
-            let report = backup(source, &self.vault, &opts, Arc::new(NoProgress)).await?;
+            let report =
+                backup_plan(source, &self.vault, plan, &opts, Arc::new(NoProgress)).await?;
             self.emit_metrics(&report, "scheduled");
             log_report(&report, "scheduled");
             summary(&report, "scheduled")
