@@ -81,8 +81,14 @@ impl RegistryConfig {
 }
 
 /// Loads the standard AWS configuration (env, profiles, `AWS_ENDPOINT_URL_*`).
+/// Adaptive retry for every SDK client (S3, ECR, SQS): throttling (`SlowDown`,
+/// `ThrottlingException`) slows the client's send rate instead of failing the call, and
+/// success restores it (docs/decisions/0005).
 pub async fn aws_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::adaptive().with_max_attempts(5))
+        .load()
+        .await
 }
 
 /// The S3 client for the vault. Path-style addressing when an endpoint override is set
