@@ -166,10 +166,8 @@ async fn s3_through_the_proxy_keeps_sigv4_and_can_go_down() {
         p.totals().refused_connections > 0 || p.requests().iter().any(|r| r.status.is_none())
     });
     let (res, waited) = tokio::join!(
-        async {
-            // Come back after the first refusal, so the SDK's retries reach the server.
-            head.await
-        },
+        // The outage ends after the first refusal, so the SDK's retries reach the server.
+        head,
         async {
             let w = waiter.await;
             proxy.set_unreachable(false);
