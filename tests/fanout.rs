@@ -10,6 +10,7 @@
 //! redrive policy counts the deliveries and moves the message to the DLQ after
 //! `maxReceiveCount`, as SQS does.
 
+mod lambda_emulator;
 mod lambda_harness;
 
 use std::collections::BTreeSet;
@@ -24,7 +25,7 @@ use ecr_vault_tests::{check_vault, snapshot_names};
 use ecr_vault_vault::Vault;
 use serde_json::{Value, json};
 
-use lambda_harness::{Function, new_vault, push, sample};
+use lambda_harness::{Function, new_vault, push, sample, start_backup};
 
 /// Deliveries before moto moves a work item to the DLQ.
 const MAX_RECEIVES: i32 = 2;
@@ -121,7 +122,7 @@ async fn start(
         ("ECR_VAULT_WORK_MAX_RECEIVES", receives.as_str()),
     ];
     env.extend_from_slice(extra);
-    Function::start(stack, bucket, "", &env).await
+    start_backup(stack, bucket, "", &env).await
 }
 
 /// Registers an image in moto's ECR that the registry does not have: every capture fails.

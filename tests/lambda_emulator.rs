@@ -1,6 +1,6 @@
 //! A Lambda function's real binary behind cargo-lambda's runtime emulator, for the handler
-//! tests (`functions_restore.rs`; `functions_backup.rs` carries its own copy of the same
-//! mechanics). Included as a module by each test binary that needs it.
+//! tests (`functions_restore.rs`; `functions_backup.rs` and `fanout.rs` through
+//! `lambda_harness.rs`). Included as a module by each test binary that needs it.
 //!
 //! - The binary is built once per test binary (`cargo build -p <package> --bin <bin>`, same
 //!   `target/`; a no-op when fresh), with the environment a shell would have.
@@ -231,6 +231,16 @@ impl Function {
                 .no_proxy()
                 .build()?,
         })
+    }
+
+    /// The CloudWatch Embedded Metric Format lines the function printed.
+    pub fn metrics(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("function.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("_aws").is_some())
+            .collect()
     }
 
     /// The function's stdout and stderr (JSON logs), and the emulator's.
