@@ -33,6 +33,12 @@
 //! - A bucket with Object Lock but no default retention: objects are locked only when the
 //!   request says so.
 //!
+//! # Volumes
+//! Each bucket is a collection with its own volumes. `weed mini` caps the volume count at
+//! free disk / volume size unless told otherwise, so the harness passes `-volume.max` and
+//! `-master.volumeSizeLimitMB` explicitly (a machine with little free disk otherwise runs out
+//! after a handful of buckets: `PutObject` → 500 `InternalError`).
+//!
 //! # Ports
 //! `weed mini` runs master, volume, filer, S3 and admin servers in one process. Every HTTP and
 //! gRPC port is passed explicitly, from the kernel's free ports. The admin's gRPC port is always
@@ -119,6 +125,14 @@ impl S3 {
             "-admin.ui=false".into(),
             format!("-admin.port={admin}"),
             "-master.telemetry=false".into(),
+            // Every bucket is a SeaweedFS collection with volumes of its own, and `weed mini`
+            // sizes its volume count from the machine's free disk (free / 1 GiB). On a machine
+            // with little free disk (CI), the first PutObject into a later bucket failed with
+            // 500 "No writable volumes and no free volumes left" (reproduced with
+            // `-volume.max=4`: the fifth bucket fails). Fix both numbers so the stack behaves
+            // the same on every machine; volumes are sparse, so an unused slot costs no disk.
+            "-volume.max=1000".into(),
+            "-master.volumeSizeLimitMB=256".into(),
         ]
         .into_iter()
         .map(OsString::from)
@@ -206,6 +220,15 @@ pub fn s3_client(endpoint: &str, access_key: &str, secret_key: &str) -> aws_sdk_
             "ecr-vault-testkit",
         ))
         .force_path_style(true)
+        // The product's retry policy (engine::context::aws_config), so the fault tests judge
+        // the retries users get rather than a stricter default.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::adaptive().with_max_attempts(5))
+        // The SDK's retry quota is process-wide per partition name; a partition per endpoint
+        // (each fault proxy has its own) keeps one test's injected faults from spending the
+        // retries of the tests running beside it.
+        .retry_partition(aws_sdk_s3::config::retry::RetryPartition::new(format!(
+            "testkit-{endpoint}"
+        )))
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
