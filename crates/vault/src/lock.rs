@@ -138,9 +138,12 @@ impl LockPolicy {
     }
 }
 
-/// Converts to the SDK's timestamp, at whole seconds (what S3 stores).
+/// Converts to the SDK's timestamp at whole seconds (what S3 stores), rounding **up**: a lock
+/// must never end before the instant asked for. Truncating made every lock end up to a second
+/// early, so with no slack `verify` found objects locked short of their snapshot's need.
 pub fn to_s3_time(t: DateTime<Utc>) -> aws_smithy_types::DateTime {
-    aws_smithy_types::DateTime::from_secs(t.timestamp())
+    let secs = t.timestamp() + i64::from(t.timestamp_subsec_nanos() > 0);
+    aws_smithy_types::DateTime::from_secs(secs)
 }
 
 pub fn from_s3_time(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
@@ -180,6 +183,16 @@ mod tests {
             serde_json::from_str(r#"{"mode":"COMPLIANCE","retention_days":2,"slack_days":1}"#)
                 .unwrap();
         assert_eq!(old.unit, RetentionUnit::Days);
+    }
+
+    #[test]
+    fn s3_time_never_ends_a_lock_early() {
+        let whole = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(to_s3_time(whole).secs(), 1_800_000_000);
+        let later = DateTime::from_timestamp(1_800_000_000, 1).unwrap();
+        assert_eq!(to_s3_time(later).secs(), 1_800_000_001);
+        let back = from_s3_time(&to_s3_time(later)).unwrap();
+        assert!(back >= later);
     }
 
     #[test]
