@@ -181,7 +181,7 @@ impl Vault {
             }
             Err(e) => return Err(e),
         }
-        self.delete_staging(digest).await?;
+        self.forget_staging(digest).await;
         Ok(None)
     }
 
@@ -375,7 +375,9 @@ impl Vault {
         result
     }
 
-    /// Best effort: a stale record only costs the next copy of this blob one ListParts.
+    /// Best effort: the deployed backup role may not delete at all (the template denies it
+    /// every `DeleteObject`), and a stale record only costs the next copy of this blob one GET
+    /// and one ListParts before it starts over. A failed delete must never fail the blob.
     async fn forget_staging(&self, digest: &Digest) {
         if let Err(e) = self.delete_staging(digest).await {
             tracing::warn!(%digest, error = %e, "could not remove staging record");
