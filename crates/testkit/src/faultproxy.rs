@@ -22,7 +22,9 @@
 //!   [`Fault::s3_slow_down`], [`Fault::too_many_requests`], [`Fault::unauthorized`], or any
 //!   [`Fault::Status`]); truncate a response body (framing kept, so the client sees an early
 //!   close, or `Content-Length` rewritten, so it sees a short but well-framed body); flip a
-//!   byte in a response or request body; delay.
+//!   byte in a response or request body; delay; hold a request at a [`Gate`] until the test
+//!   opens it ([`Fault::Hold`], a sync point that needs no sleep); rewrite text in a small
+//!   response body ([`Fault::Rewrite`], e.g. a field the real server cannot produce).
 //! - Outages: [`FaultProxy::set_unreachable`] (every new connection and every request on an
 //!   open one is reset until re-enabled) and [`FaultProxy::refuse_next_connections`]`(n)`.
 //! - Counting: [`FaultProxy::requests`] (one [`RequestRecord`] per request),
@@ -108,6 +110,38 @@ pub enum Fault {
     FlipRequest(Offset),
     /// Wait this long, then forward.
     Delay(Duration),
+    /// Wait until the gate opens, then forward: the test acts while the request is held.
+    Hold(Gate),
+    /// Forward, then replace each `(from, to)` in the response body (buffered whole, so only
+    /// for small API answers) and fix `Content-Length`.
+    Rewrite(Vec<(String, String)>),
+}
+
+/// A sync point for [`Fault::Hold`]: requests wait until [`Gate::open`].
+#[derive(Clone, Debug)]
+pub struct Gate(Arc<watch::Sender<bool>>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Gate {
+        Gate(Arc::new(watch::channel(false).0))
+    }
+
+    /// Lets every held and later request through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn pass(&self) {
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|open| *open).await;
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate::new()
+    }
 }
 
 impl Fault {
@@ -805,6 +839,8 @@ async fn handle(
             return Ok(resp);
         }
         Some(Fault::Delay(t)) => tokio::time::sleep(t).await,
+        Some(Fault::Hold(gate)) => gate.pass().await,
+        Some(Fault::Rewrite(pairs)) => down_plan.pending = Some(Pending::Rewrite(pairs)),
         Some(Fault::ResetRequest(o)) => up_plan.reset_at = Some(o.resolve(req_len)),
         Some(Fault::FlipRequest(o)) => up_plan.flip_at = Some(o.resolve(req_len)),
         Some(Fault::ResetResponse(o)) => down_plan.pending = Some(Pending::Reset(o)),
@@ -863,6 +899,22 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match down_plan.pending.take() {
+        Some(Pending::Rewrite(pairs)) => {
+            let counted = CountingBody::new(body, &inner, &d.matched, Direction::Down);
+            let mut text =
+                String::from_utf8_lossy(&counted.collect().await?.to_bytes()).into_owned();
+            for (from, to) in &pairs {
+                text = text.replace(from.as_str(), to);
+            }
+            parts
+                .headers
+                .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+            for h in ["connection", "keep-alive", "trailer", "upgrade"] {
+                parts.headers.remove(h);
+            }
+            set_status(&inner, d.record, parts.status.as_u16());
+            return Ok(Response::from_parts(parts, full(text)));
+        }
         Some(Pending::Reset(o)) => down_plan.reset_at = Some(o.resolve(resp_len)),
         Some(Pending::Flip(o)) => down_plan.flip_at = Some(o.resolve(resp_len)),
         Some(Pending::Truncate(o)) => {
@@ -906,6 +958,7 @@ async fn connect(addr: SocketAddr) -> Result<Upstream, BoxError> {
 }
 
 enum Pending {
+    Rewrite(Vec<(String, String)>),
     Reset(Offset),
     Flip(Offset),
     Truncate(Offset),

@@ -80,7 +80,7 @@ pub mod s3;
 pub mod skopeo;
 pub mod stack;
 
-pub use faultproxy::{Fault, FaultProxy, Offset, Rule};
+pub use faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 pub use fixtures::{Generated, ImageBuilder, Platform, PushedImage};
 pub use moto::Moto;
 pub use registry::{Registry, RegistryOptions};
