@@ -279,7 +279,13 @@ async fn list_registry(
         for (tag, d) in resolved {
             match d {
                 Ok(Some(d)) => by_digest.entry(d).or_default().push(tag),
-                Ok(None) => {} // tag removed while listing
+                // Listed a moment ago, gone now: nothing to back up, but say so, so a user
+                // who expected the tag sees why it is not in the snapshot.
+                Ok(None) => out.skipped.push(failure(
+                    repo.as_str(),
+                    tag.as_str(),
+                    "tag deleted from the registry during the run; not backed up",
+                )),
                 Err(e) => out.failures.push(failure(repo.as_str(), tag.as_str(), e)),
             }
         }
