@@ -6,13 +6,14 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its error.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use ecr_vault_engine::{
     BackupOptions, BackupReport, FilterSpec, Filters, Mapping, NoProgress, RestoreRequest,
     SnapshotSel, Source, backup, restore,
 };
-use ecr_vault_testkit::faultproxy::{Fault, FaultProxy, Offset, Rule};
+use ecr_vault_testkit::faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
 use ecr_vault_tests::{check_vault, lock, registry_client, registry_source};
@@ -374,4 +375,176 @@ async fn restore_survives_resets_from_s3_and_into_the_registry() {
             img.digest
         );
     }
+}
+
+/// Runs a backup of `ns` while `held` (a [`Fault::Hold`] rule on `gate`) holds a request until
+/// the test has deleted `gone` from the registry: a gate, not a sleep.
+async fn backup_deleting_midway(
+    stack: &Stack,
+    rig: &Rig,
+    ns: &str,
+    gone: &PushedImage,
+    held: Rule,
+    gate: Gate,
+) -> BackupReport {
+    let hold = rig.reg.add_rule(held);
+    let delete_while_held = async {
+        rig.reg
+            .wait_triggered(hold, 1, Duration::from_secs(120))
+            .await
+            .unwrap();
+        stack
+            .registry
+            .delete_manifest(&gone.repo, &gone.digest)
+            .await
+            .unwrap();
+        gate.open();
+    };
+    let (report, ()) = tokio::join!(rig.backup(stack, ns), delete_while_held);
+    rig.reg.clear_rules();
+    report
+}
+
+/// A repository deleted mid-run. Deleted while its tags are being resolved: skipped with the
+/// reason. Deleted after the listing, as its manifest is fetched: that image fails with a
+/// clear error. Either way the rest of the run is captured, nothing of the deleted image is
+/// visible, and the next run is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_deleted_mid_run_costs_only_its_image() {
+    let stack = Stack::shared().await.unwrap();
+    for (seed, phase) in [(400, "listing"), (402, "copy")] {
+        let ns = unique_name("deleted");
+        let kept = push_image(stack, &ns, seed).await;
+        let gone = ImageBuilder::oci(seed + 1)
+            .layers(&[25_000])
+            .build()
+            .unwrap()
+            .push(&stack.registry, &format!("{ns}/gone"), &["v1"])
+            .await
+            .unwrap();
+        let rig = Rig::new(stack).await;
+        let gate = Gate::new();
+        let held = match phase {
+            // The tag's HEAD while the listing resolves it.
+            "listing" => Rule::new(
+                &format!("/v2/{ns}/gone/manifests/v1"),
+                Fault::Hold(gate.clone()),
+            ),
+            // The manifest GET by digest when the copy starts.
+            _ => Rule::new(
+                &format!("/v2/{ns}/gone/manifests/sha256:*"),
+                Fault::Hold(gate.clone()),
+            )
+            .method("GET"),
+        };
+        let report = backup_deleting_midway(stack, &rig, &ns, &gone, held, gate).await;
+
+        if phase == "listing" {
+            assert!(report.failures.is_empty(), "{report:#?}");
+            assert_eq!(report.skipped.len(), 1, "{report:#?}");
+            let why = format!("{:?}", report.skipped[0]);
+            assert!(why.contains(&gone.repo) && why.contains("deleted"), "{why}");
+        } else {
+            assert_eq!(report.failures.len(), 1, "{report:#?}");
+            assert!(!report.complete);
+            let msg = format!("{:?}", report.failures[0]);
+            let lower = msg.to_lowercase();
+            assert!(
+                msg.contains(&gone.repo)
+                    && (lower.contains("not found") || lower.contains("manifest_unknown")),
+                "unclear error: {msg}"
+            );
+        }
+        let contents = rig.check(stack).await;
+        assert_captured(&contents, &kept);
+        assert!(
+            !contents
+                .blobs
+                .contains_key(gone.digest.trim_start_matches("sha256:")),
+            "{phase}: the deleted image's manifest is in the vault"
+        );
+        let snap = rig.direct(stack).latest_snapshot().await.unwrap().unwrap();
+        let names = ecr_vault_tests::snapshot_names(&snap);
+        assert!(names.contains(&format!("{}:v1", kept.repo)), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with(&gone.repo)),
+            "{names:?}"
+        );
+
+        // The repository is gone for good now: the next run does not trip over it.
+        let again = rig.backup(stack, &ns).await;
+        assert!(again.failures.is_empty(), "{phase}: {:#?}", again.failures);
+    }
+}
+
+/// An image ECR reports as ARCHIVED (moto cannot archive, so the proxy in front of it adds
+/// `imageStatus` to the real DescribeImages answer) is skipped with its reason, not pulled and
+/// not counted as a failure; its sibling is backed up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_ecr_image_is_skipped_with_its_reason() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("archived");
+    let repo = format!("{ns}/svc");
+    let mut pushed = Vec::new();
+    for (seed, tag) in [(410, "live"), (411, "old")] {
+        let p = ImageBuilder::oci(seed)
+            .layers(&[12_000])
+            .build()
+            .unwrap()
+            .push_with_skopeo(&stack.registry, &repo, &[tag])
+            .await
+            .unwrap();
+        stack.moto.register_pushed(&p).await.unwrap();
+        pushed.push(p);
+    }
+    let (live, old) = (&pushed[0], &pushed[1]);
+    let ecr_proxy = FaultProxy::start(&stack.moto.endpoint()).await.unwrap();
+    let d = &old.digest;
+    let archive = ecr_proxy.add_rule(
+        Rule::new(
+            "/*",
+            Fault::Rewrite(vec![
+                (
+                    format!(r#""imageDigest": "{d}""#),
+                    format!(r#""imageDigest": "{d}", "imageStatus": "ARCHIVED""#),
+                ),
+                (
+                    format!(r#""imageDigest":"{d}""#),
+                    format!(r#""imageDigest":"{d}","imageStatus":"ARCHIVED""#),
+                ),
+            ]),
+        )
+        .method("POST"),
+    );
+    let ecr = ecr_vault_ecr::Ecr::new(
+        ecr_vault_testkit::Moto::external(&ecr_proxy.url()).ecr_client(),
+        None,
+    );
+    let registry = ecr_vault_registry::RegistryClient::new(
+        &stack.registry.url(),
+        ecr.credential_provider(),
+        Default::default(),
+    )
+    .unwrap();
+    let source = Source::Ecr { ecr, registry };
+    let rig = Rig::new(stack).await;
+    let report = backup(
+        &source,
+        &rig.direct(stack),
+        &BackupOptions {
+            filters: only(&ns),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(ecr_proxy.rule_stats(archive).triggered >= 1);
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert_eq!(report.skipped.len(), 1, "{report:#?}");
+    let why = format!("{:?}", report.skipped[0]);
+    assert!(why.contains(d) && why.contains("ARCHIVED"), "{why}");
+    let contents = rig.check(stack).await;
+    assert_captured(&contents, live);
+    assert!(!contents.blobs.contains_key(d.trim_start_matches("sha256:")));
 }
