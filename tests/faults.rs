@@ -548,3 +548,55 @@ async fn an_archived_ecr_image_is_skipped_with_its_reason() {
     assert_captured(&contents, live);
     assert!(!contents.blobs.contains_key(d.trim_start_matches("sha256:")));
 }
+
+/// S3 goes down in the middle of a multipart upload and comes back while the client is still
+/// retrying: the run rides it out and completes, with nothing extra in the vault. The outage
+/// starts while the first UploadPart is held at a gate and ends once the proxy has refused two
+/// reconnection attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_down_for_a_while_mid_run_is_ridden_out() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("outage");
+    let img = push_image(stack, &ns, 500).await;
+    let rig = Rig::new(stack).await;
+    let gate = Gate::new();
+    let hold = rig.s3.add_rule(
+        Rule::new("/*", Fault::Hold(gate.clone()))
+            .method("PUT")
+            .query("partNumber")
+            .nth(1),
+    );
+    let outage = async {
+        rig.s3
+            .wait_triggered(hold, 1, Duration::from_secs(120))
+            .await
+            .unwrap();
+        let refused_before = rig.s3.totals().refused_connections;
+        rig.s3.set_unreachable(true);
+        gate.open();
+        rig.s3
+            .wait_for("two refused reconnections", Duration::from_secs(120), |p| {
+                p.totals().refused_connections >= refused_before + 2
+            })
+            .await
+            .unwrap();
+        rig.s3.set_unreachable(false);
+    };
+    let (report, ()) = tokio::join!(rig.backup(stack, &ns), outage);
+    assert!(
+        report.failures.is_empty() && report.complete,
+        "{:#?}",
+        report.failures
+    );
+    let contents = rig.check(stack).await;
+    assert_captured(&contents, &img);
+    let uploads = stack
+        .s3
+        .client()
+        .list_multipart_uploads()
+        .bucket(rig.direct(stack).location().bucket.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
+}
