@@ -8,7 +8,9 @@
 //! - **resumed** by the next copy of the same blob: ListParts confirms the upload, the rest of
 //!   the blob is fetched with a Range request from the boundary and hashed from the saved state;
 //! - **removed** once CompleteMultipartUpload succeeded (only after the whole blob's digest and
-//!   size matched), or when the upload is gone or failed, in which case the copy starts over;
+//!   size matched), or when the upload is gone or failed, in which case the copy starts over.
+//!   Removal is best effort: the deployed backup role is denied every `DeleteObject`, so there
+//!   the record stays (a stale one costs the next copy of that blob a GET and a ListParts);
 //! - **abandoned** records (the image was deleted before the next run) are left to `gc`, and
 //!   their uploads to the bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
 //!
