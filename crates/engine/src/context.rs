@@ -105,6 +105,18 @@ pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
+/// The vault URI for the functions' `ECR_VAULT_BUCKET` and `ECR_VAULT_PREFIX`, validated.
+pub fn vault_uri(bucket: &str, prefix: &str) -> Result<String, EngineError> {
+    let prefix = prefix.trim_matches('/');
+    let uri = if prefix.is_empty() {
+        format!("s3://{bucket}")
+    } else {
+        format!("s3://{bucket}/{prefix}")
+    };
+    VaultLocation::parse(&uri)?;
+    Ok(uri)
+}
+
 pub fn open_vault(sdk: &SdkConfig, cfg: &VaultConfig) -> Result<Vault, EngineError> {
     let loc = VaultLocation::parse(&cfg.uri)?;
     let storage_class = match cfg.storage_class.as_deref() {

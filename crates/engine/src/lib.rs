@@ -22,7 +22,7 @@ pub mod source;
 pub mod verify;
 
 pub use backup::{BackupOptions, BackupReport, backup, backup_listing, backup_plan};
-pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault};
+pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault, vault_uri};
 pub use filter::{FilterSpec, Filters};
 pub use plan::{Plan, PlanOptions, plan};
 pub use progress::{NoProgress, Progress};

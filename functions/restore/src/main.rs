@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::{
-    NoProgress, RegistryConfig, VaultConfig, aws_config, open_source, open_vault,
+    NoProgress, RegistryConfig, VaultConfig, aws_config, open_source, open_vault, vault_uri,
 };
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -22,13 +22,7 @@ impl Config {
         let bucket = std::env::var("ECR_VAULT_BUCKET")
             .map_err(|_| "ECR_VAULT_BUCKET is not set".to_owned())?;
         let prefix = std::env::var("ECR_VAULT_PREFIX").unwrap_or_default();
-        let prefix = prefix.trim_matches('/');
-        let vault_uri = if prefix.is_empty() {
-            format!("s3://{bucket}")
-        } else {
-            format!("s3://{bucket}/{prefix}")
-        };
-        ecr_vault_vault::VaultLocation::parse(&vault_uri).map_err(|e| e.to_string())?;
+        let vault_uri = vault_uri(&bucket, &prefix).map_err(|e| e.to_string())?;
         Ok(Config {
             vault_uri,
             registry_url: std::env::var("ECR_VAULT_REGISTRY_URL")
