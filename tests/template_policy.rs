@@ -1081,6 +1081,7 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
     for (func, role) in [
         ("BackupFunction", "BackupRole"),
         ("RestoreFunction", "RestoreRole"),
+        ("GcFunction", "GcRole"),
     ] {
         let props = &resources(&t)[func]["Properties"];
         assert!(
@@ -1096,7 +1097,7 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
     for (name, res) in resources(&t) {
         if res["Type"] == "AWS::Serverless::Function" {
             assert!(
-                ["BackupFunction", "RestoreFunction"].contains(&name.as_str()),
+                ["BackupFunction", "RestoreFunction", "GcFunction"].contains(&name.as_str()),
                 "unexpected function {name}: give it a checked role"
             );
         }
@@ -1695,6 +1696,7 @@ fn gc_role_findings(p: &Policy) -> Vec<String> {
 #[test]
 fn garbage_collection_role_if_present_deletes_but_never_bypasses_or_reconfigures() {
     let (t, r) = app();
+    assert_eq!(gc_roles(&t), ["GcRole"], "the scheduled GC role is checked");
     for role in gc_roles(&t) {
         assert_no_findings(gc_role_findings(&role_policy(&t, &r, &role)));
     }

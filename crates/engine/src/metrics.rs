@@ -7,6 +7,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::backup::BackupReport;
+use crate::gc::GcReport;
 
 /// The metrics namespace.
 pub const NAMESPACE: &str = "EcrVault";
@@ -26,14 +27,68 @@ pub fn backup_emf(
     timestamp_ms: i64,
 ) -> String {
     let c = &report.counts;
-    let metrics: [(&str, &str, u64); 6] = [
-        ("ImagesBackedUp", "Count", c.images_copied),
-        ("ImagesUnchanged", "Count", c.images_unchanged),
-        ("ImagesFailed", "Count", c.images_failed),
-        ("BytesWritten", "Bytes", c.bytes_written),
-        ("BlobsSkipped", "Count", c.blobs_existing),
-        ("DurationMs", "Milliseconds", report.duration_ms),
-    ];
+    let mut props = Map::new();
+    props.insert("trigger".into(), Value::from(trigger));
+    props.insert(
+        "snapshot".into(),
+        report
+            .snapshot
+            .as_ref()
+            .map_or(Value::Null, |s| Value::from(s.as_str())),
+    );
+    props.insert("complete".into(), Value::from(report.complete));
+    props.insert(
+        "imagesDeferred".into(),
+        Value::from(report.deferred.len() as u64),
+    );
+    emf(
+        function_name,
+        timestamp_ms,
+        &[
+            ("ImagesBackedUp", "Count", c.images_copied),
+            ("ImagesUnchanged", "Count", c.images_unchanged),
+            ("ImagesFailed", "Count", c.images_failed),
+            ("BytesWritten", "Bytes", c.bytes_written),
+            ("BlobsSkipped", "Count", c.blobs_existing),
+            ("DurationMs", "Milliseconds", report.duration_ms),
+        ],
+        props,
+    )
+}
+
+/// One EMF document for a GC run: `VersionsDeleted`, `BytesReclaimed` (Bytes, what was
+/// deleted, or what would be in a dry run), `UploadsAborted`, `GcErrors` and `VersionsHeld`
+/// (unreferenced but still locked). `applied` rides along as a property.
+pub fn gc_emf(report: &GcReport, function_name: &str, timestamp_ms: i64) -> String {
+    let reclaimed = if report.applied {
+        report.bytes_deleted
+    } else {
+        report.plan.bytes_reclaimed
+    };
+    let mut props = Map::new();
+    props.insert("applied".into(), Value::from(report.applied));
+    emf(
+        function_name,
+        timestamp_ms,
+        &[
+            ("VersionsDeleted", "Count", report.deleted),
+            ("BytesReclaimed", "Bytes", reclaimed),
+            ("UploadsAborted", "Count", report.uploads_aborted),
+            ("GcErrors", "Count", report.errors.len() as u64),
+            ("VersionsHeld", "Count", report.plan.held.len() as u64),
+        ],
+        props,
+    )
+}
+
+/// The EMF envelope: each `(name, unit, value)` declared under `_aws` and set at the root
+/// (CloudWatch needs both), plus `properties` that are logged but not metrics.
+fn emf(
+    function_name: &str,
+    timestamp_ms: i64,
+    metrics: &[(&str, &str, u64)],
+    properties: Map<String, Value>,
+) -> String {
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
@@ -51,21 +106,9 @@ pub fn backup_emf(
     );
     doc.insert(DIMENSION.into(), Value::from(function_name));
     for (name, _, value) in metrics {
-        doc.insert(name.into(), Value::from(value));
+        doc.insert((*name).into(), Value::from(*value));
     }
-    doc.insert("trigger".into(), Value::from(trigger));
-    doc.insert(
-        "snapshot".into(),
-        report
-            .snapshot
-            .as_ref()
-            .map_or(Value::Null, |s| Value::from(s.as_str())),
-    );
-    doc.insert("complete".into(), Value::from(report.complete));
-    doc.insert(
-        "imagesDeferred".into(),
-        Value::from(report.deferred.len() as u64),
-    );
+    doc.extend(properties);
     Value::Object(doc).to_string()
 }
 
@@ -148,5 +191,48 @@ mod tests {
         assert_eq!(v["snapshot"], Value::Null);
         assert_eq!(v["ImagesFailed"], 0);
         assert_eq!(v["DurationMs"], 0);
+    }
+
+    #[test]
+    fn gc_line_reports_what_was_deleted_or_would_be() {
+        use crate::gc::{GcPlan, GcReport};
+        let none = crate::cost::estimate(&Default::default(), &Default::default());
+        let mut r = GcReport {
+            applied: false,
+            plan: GcPlan {
+                computed_at: chrono::Utc::now(),
+                snapshots_kept: Vec::new(),
+                snapshots_expired: Vec::new(),
+                referenced_objects: 4,
+                delete: Vec::new(),
+                held: Vec::new(),
+                uploads_to_abort: Vec::new(),
+                uploads_resumable: 0,
+                bytes_reclaimed: 500,
+                cost_before: none.clone(),
+                cost_after: none,
+            },
+            deleted: 0,
+            bytes_deleted: 0,
+            uploads_aborted: 0,
+            skipped: Vec::new(),
+            errors: Vec::new(),
+        };
+        let v: Value = serde_json::from_str(&gc_emf(&r, "gc", 7)).unwrap();
+        assert_eq!(v["BytesReclaimed"], 500, "a dry run reports what would go");
+        assert_eq!(v["applied"], false);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+        r.applied = true;
+        r.deleted = 2;
+        r.bytes_deleted = 300;
+        let v: Value = serde_json::from_str(&gc_emf(&r, "gc", 7)).unwrap();
+        assert_eq!(v["BytesReclaimed"], 300, "an applied run reports what went");
+        assert_eq!(v["VersionsDeleted"], 2);
     }
 }
