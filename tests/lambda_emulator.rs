@@ -2,8 +2,9 @@
 //! tests (`functions_restore.rs`; `functions_backup.rs` and `fanout.rs` through
 //! `lambda_harness.rs`). Included as a module by each test binary that needs it.
 //!
-//! - The binary is built once per test binary (`cargo build -p <package> --bin <bin>`, same
-//!   `target/`; a no-op when fresh), with the environment a shell would have.
+//! - The function binaries are built together once per test binary (`cargo build --bins -p
+//!   <each function package>`, same `target/`; a no-op when fresh), with the environment a
+//!   shell would have.
 //! - `cargo lambda watch --only-lambda-apis` serves the Runtime and Invoke APIs on a free
 //!   loopback port, and the binary runs against it the way Lambda runs a `bootstrap`: a clean
 //!   environment with only the function's configuration. (Without `--only-lambda-apis` the
@@ -41,7 +42,15 @@ const CARGO_RUNTIME_VARS: &[&str] = &[
     "CARGO_FEATURE_",
 ];
 
-/// Builds `bin` of `package` once per test binary and returns its path.
+/// Every function package: they are built together, so cargo unifies their dependencies'
+/// features once instead of rebuilding the AWS SDK for each function with its own feature set.
+const FUNCTION_PACKAGES: [&str; 3] = [
+    "ecr-vault-backup-fn",
+    "ecr-vault-restore-fn",
+    "ecr-vault-gc-fn",
+];
+
+/// Builds the function binaries once per test binary and returns the path of `bin`.
 pub async fn function_binary(package: &str, bin: &str) -> Result<PathBuf> {
     static BUILT: tokio::sync::Mutex<BTreeMap<String, PathBuf>> =
         tokio::sync::Mutex::const_new(BTreeMap::new());
@@ -59,15 +68,15 @@ pub async fn function_binary(package: &str, bin: &str) -> Result<PathBuf> {
             cmd.env_remove(&*k);
         }
     }
+    cmd.args(["build", "--message-format=json", "--bins"]);
+    for p in FUNCTION_PACKAGES
+        .iter()
+        .copied()
+        .chain(std::iter::once(package))
+    {
+        cmd.args(["-p", p]);
+    }
     let out = cmd
-        .args([
-            "build",
-            "--message-format=json",
-            "-p",
-            package,
-            "--bin",
-            bin,
-        ])
         .current_dir(repo_root()?)
         .stdin(Stdio::null())
         .output()
@@ -75,17 +84,22 @@ pub async fn function_binary(package: &str, bin: &str) -> Result<PathBuf> {
         .context("running cargo build")?;
     ensure!(
         out.status.success(),
-        "cargo build of {bin} failed:\n{}",
+        "cargo build of the functions failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = String::from_utf8_lossy(&out.stdout)
+    for m in String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
-        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-        .context("cargo build reported no executable for the function")?;
-    built.insert(bin.to_string(), path.clone());
-    Ok(path)
+        .filter(|m| m["reason"] == "compiler-artifact")
+    {
+        if let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str()) {
+            built.insert(name.to_owned(), PathBuf::from(exe));
+        }
+    }
+    built
+        .get(bin)
+        .cloned()
+        .with_context(|| format!("cargo build reported no executable {bin} in {package}"))
 }
 
 /// A child in a process group of its own, ended with its group on drop.
