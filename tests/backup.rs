@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, Source, backup};
+use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, backup};
 use ecr_vault_registry::RepoName;
 use ecr_vault_testkit::fixtures::{
     self, ImageBuilder, Platform, cosign_signature, cosign_tag, docker_manifest_list, index,
@@ -15,7 +15,7 @@ use ecr_vault_testkit::fixtures::{
 };
 use ecr_vault_testkit::{Registry, Stack, skopeo_raw_manifest, unique_name};
 use ecr_vault_tests::{
-    check_vault, lock, new_vault, registry_blob_file, registry_source, snapshot_names,
+    check_vault, ecr_source, lock, new_vault, registry_blob_file, registry_source, snapshot_names,
 };
 use ecr_vault_vault::{VaultOptions, WriteOutcome};
 
@@ -303,16 +303,9 @@ async fn backs_up_through_the_ecr_api_with_ecr_auth() {
         .await
         .unwrap();
     stack.moto.register_pushed(&p).await.unwrap();
-    let ecr = ecr_vault_ecr::Ecr::new(stack.moto.ecr_client(), None);
     // Data plane: the harness registry, authenticated with the token moto's
     // GetAuthorizationToken returns (user AWS), refreshed through the provider.
-    let registry = ecr_vault_registry::RegistryClient::new(
-        &stack.registry.url(),
-        ecr.credential_provider(),
-        Default::default(),
-    )
-    .unwrap();
-    let source = Source::Ecr { ecr, registry };
+    let source = ecr_source(stack.moto.ecr_client(), &stack.registry).unwrap();
     let vault = new_vault(&stack.s3, "", vault_opts()).await.unwrap();
     let report = backup(
         &source,

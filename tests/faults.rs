@@ -16,7 +16,7 @@ use ecr_vault_engine::{
 use ecr_vault_testkit::faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{check_vault, lock, registry_client, registry_source};
+use ecr_vault_tests::{check_vault, ecr_source, lock, registry_client, registry_source};
 use ecr_vault_vault::{Vault, VaultLocation, VaultOptions};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
@@ -516,17 +516,11 @@ async fn an_archived_ecr_image_is_skipped_with_its_reason() {
         )
         .method("POST"),
     );
-    let ecr = ecr_vault_ecr::Ecr::new(
+    let source = ecr_source(
         ecr_vault_testkit::Moto::external(&ecr_proxy.url()).ecr_client(),
-        None,
-    );
-    let registry = ecr_vault_registry::RegistryClient::new(
-        &stack.registry.url(),
-        ecr.credential_provider(),
-        Default::default(),
+        &stack.registry,
     )
     .unwrap();
-    let source = Source::Ecr { ecr, registry };
     let rig = Rig::new(stack).await;
     let report = backup(
         &source,

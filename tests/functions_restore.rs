@@ -12,11 +12,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_sdk_ecr::error::ProvideErrorMetadata as _;
-use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, Source, backup};
-use ecr_vault_registry::RegistryClient;
+use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, backup};
 use ecr_vault_testkit::fixtures::{ImageBuilder, Platform, PushedImage, multi_arch_oci};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{lock, new_vault};
+use ecr_vault_tests::{ecr_source, lock, new_vault};
 use ecr_vault_vault::{Vault, VaultOptions};
 use lambda_emulator::{Function, sample};
 use serde_json::{Value, json};
@@ -67,10 +66,7 @@ async fn backed_up(stack: &Stack, seed: u64) -> Backed {
     for p in [&app, &cli, &multi, &other] {
         stack.moto.register_pushed(p).await.unwrap();
     }
-    let ecr = ecr_vault_ecr::Ecr::new(stack.moto.ecr_client(), None);
-    let registry =
-        RegistryClient::new(&reg.url(), ecr.credential_provider(), Default::default()).unwrap();
-    let source = Source::Ecr { ecr, registry };
+    let source = ecr_source(stack.moto.ecr_client(), reg).unwrap();
     let vault = new_vault(
         &stack.s3,
         PREFIX,

@@ -51,6 +51,18 @@ pub fn registry_source(r: &Registry) -> Result<Source> {
     })
 }
 
+/// An ECR source the way the product builds one: the ECR API `ecr` (moto, or a proxy in front
+/// of it) for listing, and `data_plane` authenticated with the tokens that API hands out.
+pub fn ecr_source(ecr: aws_sdk_ecr::Client, data_plane: &Registry) -> Result<Source> {
+    let ecr = ecr_vault_ecr::Ecr::new(ecr, None);
+    let registry = RegistryClient::new(
+        &data_plane.url(),
+        ecr.credential_provider(),
+        ClientOptions::default(),
+    )?;
+    Ok(Source::Ecr { ecr, registry })
+}
+
 /// What the checker found.
 #[derive(Debug, Default)]
 pub struct VaultContents {
