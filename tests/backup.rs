@@ -123,6 +123,8 @@ async fn backup_captures_every_image_byte_exact_and_locked() {
     .unwrap();
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert!(report.complete);
+    // Dozens of blobs, single PUTs and multipart alike, reused the 4 part buffers.
+    assert!(vault.part_buffers_allocated() <= 4);
 
     // Invariants: hashes, one version each, COMPLIANCE locks, closure before manifest.
     let min_until = Utc::now() + Duration::days(3) - Duration::minutes(5);
@@ -396,5 +398,11 @@ async fn a_streamed_one_gib_layer_is_backed_up_verified_and_locked() {
     assert_eq!(
         contents.blobs.get(big.trim_start_matches("sha256:")),
         Some(&GIB)
+    );
+    // 64 parts went through 4 part buffers: memory is set by the options, not the layer.
+    assert!(
+        vault.part_buffers_allocated() <= 4,
+        "{} part buffers allocated for 4 in flight",
+        vault.part_buffers_allocated()
     );
 }

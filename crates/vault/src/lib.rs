@@ -10,6 +10,7 @@
 pub mod error;
 pub mod location;
 pub mod lock;
+mod pool;
 pub mod snapshot;
 pub mod staging;
 pub mod store;

@@ -12,11 +12,11 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::Digest;
-use tokio::sync::Semaphore;
 
 use crate::error::VaultError;
 use crate::location::VaultLocation;
 use crate::lock::{LockMode, LockPolicy, from_s3_time, to_s3_time};
+use crate::pool::PartPool;
 
 /// Tuning for writes. Peak buffer memory is `part_size × parts_in_flight`, whatever the blob
 /// sizes.
@@ -59,7 +59,7 @@ pub struct Vault {
     pub(crate) s3: aws_sdk_s3::Client,
     pub(crate) loc: VaultLocation,
     pub(crate) opts: VaultOptions,
-    pub(crate) part_permits: Arc<Semaphore>,
+    pub(crate) parts: Arc<PartPool>,
 }
 
 /// What a write did.
@@ -94,12 +94,12 @@ impl Vault {
                 "retention must be at least 1 day".into(),
             ));
         }
-        let permits = Arc::new(Semaphore::new(opts.parts_in_flight));
+        let parts = Arc::new(PartPool::new(opts.part_size, opts.parts_in_flight));
         Ok(Vault {
             s3,
             loc,
             opts,
-            part_permits: permits,
+            parts,
         })
     }
 
@@ -109,6 +109,12 @@ impl Vault {
 
     pub fn options(&self) -> &VaultOptions {
         &self.opts
+    }
+
+    /// Part buffers this handle has allocated: at most `parts_in_flight` when they are reused
+    /// as designed, however many blobs went through it.
+    pub fn part_buffers_allocated(&self) -> usize {
+        self.parts.allocated()
     }
 
     pub fn client(&self) -> &aws_sdk_s3::Client {

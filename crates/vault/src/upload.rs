@@ -11,7 +11,7 @@
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::{Digest, DigestWriter, RegistryError};
 use futures::{Stream, StreamExt};
@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use crate::error::VaultError;
 use crate::lock::to_s3_time;
+use crate::pool::PartSlot;
 use crate::staging::{ResumableSha256, StagedPart, StagingRecord};
 use crate::store::{Vault, WriteOutcome};
 
@@ -83,9 +84,8 @@ impl Vault {
     {
         let key = self.loc.blob_key(expected.digest);
         if expected.size <= self.opts.part_size as u64 {
-            let _permit = self.permit().await?;
+            let PartSlot { permit, mut buf } = self.parts.acquire(expected.size as usize).await?;
             let mut hasher = DigestWriter::new();
-            let mut buf = BytesMut::with_capacity(expected.size as usize);
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk?;
                 check_not_longer(&expected, hasher.len() + chunk.len() as u64)?;
@@ -93,15 +93,19 @@ impl Vault {
                 buf.extend_from_slice(&chunk);
             }
             check_complete(&expected, hasher)?;
+            let body = buf.freeze();
             let outcome = self
                 .put_once(
                     &key,
-                    buf.freeze(),
+                    body.clone(),
                     expected.content_type,
                     self.opts.blob_storage_class.clone(),
                     self.opts.lock.write_until(now),
                 )
-                .await?;
+                .await;
+            self.parts.recycle(body);
+            drop(permit);
+            let outcome = outcome?;
             let bytes_sent = if outcome == WriteOutcome::Written {
                 expected.size
             } else {
@@ -115,14 +119,6 @@ impl Vault {
         }
         self.put_multipart(&key, expected, stream, now, None, None)
             .await
-    }
-
-    async fn permit(&self) -> Result<OwnedSemaphorePermit, VaultError> {
-        self.part_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| VaultError::Config("vault part pool closed".into()))
     }
 
     /// Like [`Vault::put_blob`], but a multipart upload may start from a staging record (see
@@ -462,8 +458,8 @@ impl Vault {
         let mut done = start.parts;
         let mut part_number = done.len() as i32;
         let mut tasks: JoinSet<Result<CompletedPart, VaultError>> = JoinSet::new();
-        let mut permit = Some(self.permit().await?);
-        let mut buf = BytesMut::with_capacity(part_size);
+        let PartSlot { permit, mut buf } = self.parts.acquire(part_size).await?;
+        let mut permit = Some(permit);
         let mut seen = hasher.len();
 
         let mut finished = false;
@@ -489,7 +485,7 @@ impl Vault {
                     break;
                 }
                 part_number += 1;
-                let body = std::mem::replace(&mut buf, BytesMut::new()).freeze();
+                let body = std::mem::take(&mut buf).freeze();
                 let p = permit.take();
                 tasks.spawn(self.clone().upload_part(
                     key.to_owned(),
@@ -505,7 +501,9 @@ impl Vault {
                 if rest.is_empty() && finished {
                     break;
                 }
-                permit = Some(self.permit().await?);
+                let slot = self.parts.acquire(part_size).await?;
+                permit = Some(slot.permit);
+                buf = slot.buf;
                 if let Some(stop) = stop_at
                     && Instant::now() >= stop
                     && hasher.len() < expected.size
@@ -513,6 +511,7 @@ impl Vault {
                     // Out of time: start no new part; finish the ones in flight and hand back
                     // the state at this boundary.
                     drop(permit);
+                    self.parts.recycle_mut(buf);
                     while let Some(r) = tasks.join_next().await {
                         done.push(joined(r)?);
                     }
@@ -522,13 +521,13 @@ impl Vault {
                     })?;
                     return Ok(Streamed::Stopped { parts: done, state });
                 }
-                buf = BytesMut::with_capacity(part_size);
                 if rest.is_empty() {
                     break;
                 }
             }
         }
         drop(permit);
+        self.parts.recycle_mut(buf);
         check_complete(expected, hasher)?;
         while let Some(r) = tasks.join_next().await {
             done.push(joined(r)?);
@@ -556,15 +555,18 @@ impl Vault {
             .content_length(body.len() as i64)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(&checksum)
-            .body(ByteStream::from(body))
+            .body(ByteStream::from(body.clone()))
             // The part's SHA-256 checksum already protects the bytes end to end; SigV4's own
             // payload hash would hash every byte a third time (22 % of CPU in the profile).
             .customize()
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| VaultError::s3("UploadPart", &self.loc.bucket, &key, e))?;
+            .map_err(|e| VaultError::s3("UploadPart", &self.loc.bucket, &key, e));
+        // Back to the pool before the permit goes, so the next part finds it.
+        self.parts.recycle(body);
         drop(permit);
+        let out = out?;
         Ok(CompletedPart::builder()
             .part_number(part_number)
             .set_e_tag(out.e_tag().map(str::to_owned))
