@@ -5,7 +5,7 @@ Measures, in one run on the same servers (registry, SeaweedFS S3 on 127.0.0.1):
      limit (plain GET of the blobs; plain multipart upload of the same byte count);
   2. peak RSS and local-disk writes of the ecr-vault process;
   3. a no-change rerun;
-  4. restore vs the two-hop path back, when `ecr-vault restore` exists.
+  4. restore vs the two-hop path back (aws s3 cp of the layout, then skopeo oci: -> docker://).
 and writes docs/benchmarks.md + docs/benchmarks.png.
 """
 
@@ -102,6 +102,21 @@ def _children(pid: int) -> list[int]:
 def _rusage_cpu(who) -> float:
     r = resource.getrusage(who)
     return r.ru_utime + r.ru_stime
+
+
+def forget_skopeo_blob_locations() -> None:
+    """Empties skopeo's blob-info cache, where it records which repositories hold a digest.
+
+    With it, a push to the same registry becomes cross-repository mounts from the benchmark's
+    source repository: no bytes move. Its path follows containers/image: /var/lib for root,
+    the XDG data directory otherwise.
+    """
+    if os.geteuid() == 0:
+        base = Path("/var/lib/containers/cache")
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / \
+            "containers/cache"
+    (base / "blob-info-cache-v1.boltdb").unlink(missing_ok=True)
 
 
 def median(xs):
@@ -316,7 +331,13 @@ class Bench:
         self.purge(prefix + "/")
 
     def run_restore(self) -> None:
-        """Restore vs the two-hop path back, when `ecr-vault restore` exists."""
+        """Restore vs the two-hop path back, for every image.
+
+        Every run pushes into a repository that has never held the image, so both paths send
+        every byte: ecr-vault mounts only blobs it pushed earlier in the same run, and skopeo's
+        blob-info cache (which would turn the push into cross-repository mounts from the
+        benchmark's source repository) is emptied before each two-hop run.
+        """
         probe = subprocess.run([str(self.bin / "ecr-vault"), "restore", "--help"],
                                capture_output=True, text=True, env=self.env)
         if probe.returncode != 0:
@@ -324,61 +345,76 @@ class Bench:
                             "why": (probe.stderr or probe.stdout).strip().splitlines()[:1]}
             log("restore: not yet available")
             return
-        self.restore = {"available": True, "help": probe.stdout, "rows": []}
-        image = self.images[0][0]
-        prefix = f"ev/restore-{image.lower()}"
-        vault = f"s3://{self.bucket}/{prefix}"
-        # A vault holding exactly this image.
-        m = measure.run(self.ev_cmd(image, prefix), env=self.env)
-        if m.returncode != 0:
-            self.restore["error"] = f"backup for restore failed: {m.stderr[-500:]}"
-            return
-        snapshot = json.loads(m.stdout).get("snapshot")
-        total = self.pushed[image]["total_bytes"]
-        # ecr-vault restore. The flags follow the backup command's; override the whole command
-        # with ECR_VAULT_BENCH_RESTORE_CMD (a template with {vault} {registry} {user}
-        # {password} {repo} {snapshot}) if they differ.
-        tmpl = os.environ.get(
-            "ECR_VAULT_BENCH_RESTORE_CMD",
-            "{bin}/ecr-vault restore --vault {vault} --registry {registry} --username {user} "
-            "--password {password} --repository {repo} --rename {repo}=restored/{repo}",
-        )
-        cmd = shlex.split(tmpl.format(bin=self.bin, vault=vault, registry=self.reg_url,
-                                      user=self.user, password=self.password,
-                                      repo=f"bench/{image.lower()}", snapshot=snapshot or ""))
-        self.restore["cmd"] = shlex.join(cmd).replace(self.password, "$PASSWORD")
-        for rep in range(self.reps):
-            m = measure.run(cmd, env=self.env)
+        self.restore = {"available": True, "rows": []}
+        for image, _, _ in self.images:
+            prefix = f"ev/restore-{image.lower()}"
+            vault = f"s3://{self.bucket}/{prefix}"
+            m = measure.run(self.ev_cmd(image, prefix), env=self.env)
             if m.returncode != 0:
-                self.restore["error"] = (f"`ecr-vault restore` exists, but this invocation "
-                                         f"failed: {(m.stderr or m.stdout).strip()[-600:]}")
-                break
-            self.restore["rows"].append({"method": "ecr-vault restore", "rep": rep,
-                                         "bytes": total, "wall_s": m.wall_s,
-                                         "maxrss_mib": m.maxrss_kib / 1024,
-                                         "write_bytes": m.write_bytes})
-            log(f"restore r{rep}: {m.wall_s:.2f}s")
-        # Two-hop back: download the layout, then skopeo copy oci: -> docker://
-        for rep in range(self.reps):
-            d = self.work / f"restore-{rep}"
-            shutil.rmtree(d, ignore_errors=True)
-            t0 = time.monotonic()
-            sh(["aws", "--endpoint-url", self.s3, "s3", "cp", "--recursive", "--only-show-errors",
-                f"{vault}/", str(d)], env=self.env)
-            snaps = sorted((d / "snapshots").glob("*.json"))
-            shutil.copy(snaps[-1], d / "index.json")
-            t1 = time.monotonic()
-            sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                "--dest-creds", f"{self.user}:{self.password}",
-                f"oci:{d}:bench/{image.lower()}:latest",
-                f"docker://{self.reg_host}/restored-twohop/{image.lower()}-{rep}:latest"],
-               env=self.env)
-            t2 = time.monotonic()
-            shutil.rmtree(d, ignore_errors=True)
-            self.restore["rows"].append({"method": "two-hop restore", "rep": rep, "bytes": total,
-                                         "wall_s": t2 - t0, "aws_s": t1 - t0,
-                                         "skopeo_s": t2 - t1})
-            log(f"two-hop restore r{rep}: {t2 - t0:.2f}s")
+                raise RuntimeError(f"backup for restore failed: {m.stderr[-2000:]}")
+            total = self.pushed[image]["total_bytes"]
+            repo = f"bench/{image.lower()}"
+            steps = [self.restore_ecr_vault, self.restore_twohop]
+            for rep in range(self.reps):
+                for k in range(len(steps)):
+                    steps[(k + rep) % len(steps)](image, repo, vault, total, rep)
+            self.purge(prefix + "/")
+
+    def restore_cmd(self, vault: str, repo: str, target: str) -> list[str]:
+        return [str(self.bin / "ecr-vault"), "restore", "--vault", vault,
+                "--registry", self.reg_url, "--username", self.user,
+                "--password", self.password, "--repository", repo,
+                "--rename", f"{repo}={target}", "--output", "json"]
+
+    def restore_ecr_vault(self, image: str, repo: str, vault: str, total: int, rep: int) -> None:
+        target = f"restored/{repo}-r{rep}"
+        cmd = self.restore_cmd(vault, repo, target)
+        self.restore["cmd"] = shlex.join(cmd).replace(self.password, "$PASSWORD").replace(
+            f"-r{rep}", "-rN")
+        c0 = self.cpu_snap()
+        m = measure.run(cmd, env=self.env)
+        c1 = self.cpu_snap()
+        if m.returncode != 0:
+            raise RuntimeError(f"ecr-vault restore failed: {(m.stderr or m.stdout)[-2000:]}")
+        report = json.loads(m.stdout)
+        row = {"method": "ecr-vault restore", "image": image, "rep": rep, "bytes": total,
+               "wall_s": m.wall_s, "maxrss_mib": m.maxrss_kib / 1024,
+               "vmhwm_mib": m.vmhwm_kib / 1024, "write_bytes": m.write_bytes,
+               "cancelled_write_bytes": m.cancelled_write_bytes, "files": m.files,
+               "bytes_written": report.get("bytesPushed"),
+               "blobs_pushed": report.get("blobsPushed"),
+               "blobs_mounted": report.get("blobsMounted"),
+               "blobs_present": report.get("blobsPresent")}
+        self.cpu_fill(row, c0, c1)
+        self.restore["rows"].append(row)
+        log(f"r{rep} {image} restore: {m.wall_s:.2f}s ({mb(total) / m.wall_s:.0f} MB/s) "
+            f"rss {row['maxrss_mib']:.0f} MiB, pushed {row['blobs_pushed']} blobs")
+
+    def restore_twohop(self, image: str, repo: str, vault: str, total: int, rep: int) -> None:
+        d = self.work / f"restore-{image.lower()}-{rep}"
+        shutil.rmtree(d, ignore_errors=True)
+        forget_skopeo_blob_locations()
+        c0 = self.cpu_snap()
+        t0 = time.monotonic()
+        sh(["aws", "--endpoint-url", self.s3, "s3", "cp", "--recursive", "--only-show-errors",
+            f"{vault}/", str(d)], env=self.env)
+        # The vault is an OCI layout whose index is the newest snapshot.
+        snaps = sorted((d / "snapshots").glob("*.json"))
+        shutil.copy(snaps[-1], d / "index.json")
+        t1 = time.monotonic()
+        sh(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+            "--dest-creds", f"{self.user}:{self.password}",
+            f"oci:{d}:{repo}:latest",
+            f"docker://{self.reg_host}/restored-twohop/{repo}-r{rep}:latest"], env=self.env)
+        t2 = time.monotonic()
+        c1 = self.cpu_snap()
+        shutil.rmtree(d, ignore_errors=True)
+        row = {"method": "two-hop restore", "image": image, "rep": rep, "bytes": total,
+               "wall_s": t2 - t0, "aws_s": t1 - t0, "skopeo_s": t2 - t1}
+        self.cpu_fill(row, c0, c1)
+        self.restore["rows"].append(row)
+        log(f"r{rep} {image} two-hop restore: {t2 - t0:.2f}s "
+            f"(aws {t1 - t0:.2f}s + skopeo {t2 - t1:.2f}s)")
 
     # ---------------------------------------------------------------- main loop
     def run(self) -> None:
@@ -502,7 +538,39 @@ def summarize(b: Bench) -> dict:
     return out
 
 
-def chart(b: Bench, s: dict, path: Path) -> None:
+def summarize_restore(b: Bench) -> dict:
+    rows = b.restore.get("rows", []) if b.restore else []
+    out = {}
+    for name, layers, _ in b.images:
+        ev = [r for r in rows if r["image"] == name and r["method"] == "ecr-vault restore"]
+        th = [r for r in rows if r["image"] == name and r["method"] == "two-hop restore"]
+        if not ev:
+            continue
+        evt = median([mb(r["bytes"]) / r["wall_s"] for r in ev])
+        tht = median([mb(r["bytes"]) / r["wall_s"] for r in th])
+        out[name] = {
+            "layers": layers, "ev": evt, "twohop": tht,
+            "vs_twohop": evt / tht if evt and tht else None,
+            "ev_wall": median([r["wall_s"] for r in ev]),
+            "th_wall": median([r["wall_s"] for r in th]),
+            "rss_med": median([r["maxrss_mib"] for r in ev]),
+            "rss_max": max(r["maxrss_mib"] for r in ev),
+            "disk_max": max(r["write_bytes"] for r in ev),
+            "files": sorted({f for r in ev for f in r["files"]}),
+            "pushed_min": min((r["bytes_written"] or 0) for r in ev),
+            "mounted_max": max((r["blobs_mounted"] or 0) for r in ev),
+            "present_max": max((r["blobs_present"] or 0) for r in ev),
+            "cpu": {m: {
+                "client": median([r["cpu_client_s"] / (r["bytes"] / 1e9) for r in rr]),
+                "weed": median([(r["cpu_weed_s"] or 0) / (r["bytes"] / 1e9) for r in rr]),
+                "registry": median([(r["cpu_registry_s"] or 0) / (r["bytes"] / 1e9) for r in rr]),
+                "foreign": median([r["foreign_cores"] for r in rr]),
+            } for m, rr in (("ecr-vault restore", ev), ("two-hop restore", th)) if rr},
+        }
+    return out
+
+
+def chart(b: Bench, s: dict, rs: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -510,7 +578,9 @@ def chart(b: Bench, s: dict, path: Path) -> None:
     singles = [(n, v) for n, v in s.items() if len(v["layers"]) == 1]
     singles.sort(key=lambda nv: nv[1]["layers"][0])
     x = [v["layers"][0] / MiB for _, v in singles]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    rsingles = [(n, rs[n]) for n, _ in singles if n in rs]
+    rx = [v["layers"][0] / MiB for _, v in rsingles]
+    fig, (ax1, ax3, ax2) = plt.subplots(1, 3, figsize=(16, 4.8))
     series = [("ecr-vault", "ev", "o-", "tab:blue"),
               ("two-hop (skopeo dir: + aws s3 cp)", "twohop", "s--", "tab:orange"),
               ("raw limit (min of GET, upload)", "raw", "^:", "tab:green")]
@@ -525,18 +595,31 @@ def chart(b: Bench, s: dict, path: Path) -> None:
                      markersize=10)
         ax1.annotate(f"{head} (hollow)", (hx, hv["ev"]), textcoords="offset points",
                      xytext=(8, 6), fontsize=8)
-    ax1.set_xscale("log", base=2)
+    ax1.set_title("Backup throughput, registry → S3 (127.0.0.1)")
     ax1.set_xlabel("layer size (MiB; hollow markers: image total)")
     ax1.set_ylabel("MB/s (median)")
-    ax1.set_title("Backup throughput, registry → S3 (127.0.0.1)")
-    ax1.set_ylim(bottom=0)
-    ax1.grid(True, alpha=0.3)
-    ax1.legend(fontsize=8, loc="lower right")
-    ax1.set_xticks(x)
-    ax1.set_xticklabels([f"{int(v)}" for v in x])
+
+    if rsingles:
+        ax3.plot(rx, [v["ev"] for _, v in rsingles], "o-", color="tab:blue",
+                 label="ecr-vault restore")
+        ax3.plot(rx, [v["twohop"] for _, v in rsingles], "s--", color="tab:orange",
+                 label="two-hop (aws s3 cp + skopeo oci:)")
+    ax3.set_title("Restore throughput, S3 → registry (127.0.0.1)")
+    ax3.set_xlabel("layer size (MiB)")
+    ax3.set_ylabel("MB/s (median)")
+    for ax, xs in ((ax1, x), (ax3, rx or x)):
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([f"{int(v)}" for v in xs])
 
     rss = [v["rss_med"] for _, v in singles]
-    ax2.plot(x, rss, "o-", color="tab:blue", label="ecr-vault peak RSS (median)")
+    ax2.plot(x, rss, "o-", color="tab:blue", label="backup peak RSS (median)")
+    if rsingles:
+        ax2.plot(rx, [v["rss_med"] for _, v in rsingles], "D-.", color="tab:purple",
+                 label="restore peak RSS (median)")
     ax2.axhline(TARGET_RSS_MIB, color="tab:red", linestyle="--", label=f"target {TARGET_RSS_MIB} MiB")
     ax2.axhline(16 * 6, color="grey", linestyle=":", label="part buffers: 16 MiB × 6")
     ax2.set_xscale("log", base=2)
@@ -554,15 +637,18 @@ def chart(b: Bench, s: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_markdown(b: Bench, s: dict, md: Path, png: Path, machine: dict, vers: dict) -> None:
+def write_markdown(b: Bench, s: dict, rs: dict, md: Path, png: Path, machine: dict,
+                   vers: dict) -> None:
     head = b.images[0][0]
     hs = s[head]
     singles = [n for n in s if len(s[n]["layers"]) == 1]
     rss_vals = [s[n]["rss_med"] for n in singles if s[n]["rss_med"]]
     rss_spread = (max(rss_vals) / min(rss_vals) - 1) if len(rss_vals) > 1 else None
     rss_max = max((s[n]["rss_max"] for n in s if s[n]["rss_max"]), default=None)
-    disk_max = max((s[n]["disk_max"] for n in s if s[n]["disk_max"] is not None), default=None)
-    files = sorted({f for n in s for f in s[n]["files"]})
+    disk_max = max([s[n]["disk_max"] for n in s if s[n]["disk_max"] is not None]
+                   + [v["disk_max"] for v in rs.values()], default=None)
+    files = sorted({f for n in s for f in s[n]["files"]} | {f for v in rs.values()
+                                                          for f in v["files"]})
     wfiles = [f for f in files if f.endswith("(w)")]
 
     def met(ok):
@@ -601,6 +687,11 @@ def write_markdown(b: Bench, s: dict, md: Path, png: Path, machine: dict, vers: 
                      f"{v['vs_twohop']:.2f}× / {v['vs_raw']:.0%} | "
                      f"{met(v['vs_twohop'] >= TARGET_VS_TWOHOP)} / "
                      f"{met(v['vs_raw'] >= TARGET_VS_RAW)} |")
+    for n, v in rs.items():
+        if v["vs_twohop"] is not None:
+            L.append(f"| restore {n}: ecr-vault ≥ {TARGET_VS_TWOHOP}× the two-hop path back | "
+                     f"{v['vs_twohop']:.2f}× ({v['ev']:.0f} vs {v['twohop']:.0f} MB/s) | "
+                     f"{met(v['vs_twohop'] >= TARGET_VS_TWOHOP)} |")
     if rss_max is not None:
         L.append(f"| peak RSS < {TARGET_RSS_MIB} MiB with defaults (every run) | max "
                  f"{rss_max:.0f} MiB | {met(rss_max < TARGET_RSS_MIB)} |")
@@ -611,10 +702,16 @@ def write_markdown(b: Bench, s: dict, md: Path, png: Path, machine: dict, vers: 
     elif b.a.quick:
         L.append(f"| peak RSS independent of layer size within {TARGET_RSS_SPREAD:.0%} | "
                  f"not measured (`--quick` has one layer size) | – |")
+    rrss = [rs[n]["rss_med"] for n in singles if n in rs]
+    if len(rrss) > 1:
+        spread = max(rrss) / min(rrss) - 1
+        L.append(f"| restore peak RSS independent of layer size within {TARGET_RSS_SPREAD:.0%} | "
+                 f"spread of medians {spread:.1%} (max {max(v['rss_max'] for v in rs.values()):.0f}"
+                 f" MiB) | {met(spread <= TARGET_RSS_SPREAD)} |")
     if disk_max is not None:
         L.append(f"| 0 bytes written to local disk by ecr-vault | max write_bytes "
                  f"{disk_max} B; regular files opened for writing: {len(wfiles)} | "
-                 f"{met(disk_max == 0 and not wfiles)} |")
+                 f"{met(disk_max == 0 and not wfiles)} (backups, reruns and restores) |")
     L.append("")
     L.append(f"![throughput and RSS against layer size]({png.name})")
     L.append("")
@@ -689,33 +786,49 @@ def write_markdown(b: Bench, s: dict, md: Path, png: Path, machine: dict, vers: 
         L.append(f"| {n} | {fmt(v['rerun_wall'], '.2f')} | {v['rerun_bytes']} | "
                  f"{v['rerun_blobs']} | {fmt(v['rerun_existing'], '.0f')} |")
     L.append("")
-    L.append("## Restore")
+    L.append("## Restore (vault → registry)")
     L.append("")
     r = b.restore
-    if not r:
-        L.append("Not run.")
-    elif not r.get("available"):
-        L.append("**Not yet available**: `ecr-vault restore --help` failed "
-                 f"(`{' '.join(r.get('why') or [])}`). The script runs this section by itself "
-                 "once the command exists: `ecr-vault restore` vs the two-hop path back "
-                 "(`aws s3 cp --recursive` of the vault layout to a directory, then "
-                 "`skopeo copy oci:… docker://…`).")
+    if not rs:
+        L.append("Not run." if not r or r.get("available") else
+                 f"**Not available**: `ecr-vault restore --help` failed "
+                 f"(`{' '.join(r.get('why') or [])}`).")
     else:
-        if r.get("cmd"):
-            L.append(f"Command: `{r['cmd']}`")
-            L.append("")
-        if r.get("error"):
-            L.append(f"**Error:** {r['error']}")
-            L.append("")
-        rows = r.get("rows", [])
-        if rows:
-            L.append("| method | MB/s (median) | wall s (median) |")
-            L.append("|---|---:|---:|")
-            for meth in ("ecr-vault restore", "two-hop restore"):
-                rr = [x for x in rows if x["method"] == meth]
-                if rr:
-                    L.append(f"| {meth} | {median([mb(x['bytes']) / x['wall_s'] for x in rr]):.0f}"
-                             f" | {median([x['wall_s'] for x in rr]):.2f} |")
+        L.append("Each image is backed up once into its own prefix; then, per repetition, "
+                 "`ecr-vault restore` and the two-hop path back each push it into a repository "
+                 "that has never held it (order rotating). Throughput = image bytes ÷ wall time "
+                 "of the whole command(s).")
+        L.append("")
+        L.append(f"- **ecr-vault**: `{r.get('cmd', '')}`")
+        L.append("- **two-hop back**, both hops timed together: `aws s3 cp --recursive "
+                 "s3://vault/ev/restore-IMAGE/ $TMP/x`, the newest snapshot copied to "
+                 "`$TMP/x/index.json` (the vault is an OCI layout), then `skopeo copy "
+                 "oci:$TMP/x:bench/IMAGE:latest docker://127.0.0.1:PORT/restored-twohop/"
+                 "bench/IMAGE-rN:latest`. skopeo's blob-info cache is emptied before each run: "
+                 "it remembers the benchmark's source repository and would otherwise mount "
+                 "the blobs from it instead of pushing them.")
+        L.append("")
+        L.append("| image | ecr-vault MB/s | two-hop MB/s | ecr-vault / two-hop | ecr-vault wall s "
+                 "| two-hop wall s | peak RSS median / max (MiB) | write_bytes max | bytes pushed "
+                 "(min) | blobs mounted or present (max) |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for n, v in rs.items():
+            L.append(f"| {n} | **{fmt(v['ev'])}** | {fmt(v['twohop'])} | "
+                     f"{ratio_str(v['vs_twohop'])} | {fmt(v['ev_wall'], '.2f')} | "
+                     f"{fmt(v['th_wall'], '.2f')} | {fmt(v['rss_med'], '.1f')} / "
+                     f"{fmt(v['rss_max'], '.1f')} | {v['disk_max']} | {v['pushed_min']:,} | "
+                     f"{v['mounted_max'] + v['present_max']} |")
+        L.append("")
+        L.append("CPU seconds per GB restored (medians), as in *Where the CPU goes*:")
+        L.append("")
+        L.append("| image | method | client s/GB | SeaweedFS s/GB | registry s/GB | "
+                 "foreign load (cores) |")
+        L.append("|---|---|---:|---:|---:|---:|")
+        for n, v in rs.items():
+            for meth, c in v["cpu"].items():
+                L.append(f"| {n} | {meth} | {fmt(c['client'], '.2f')} | "
+                         f"{fmt(c['weed'], '.2f')} | {fmt(c['registry'], '.2f')} | "
+                         f"{fmt(c['foreign'], '.2f')} |")
     L.append("")
     L.append("## What each column runs")
     L.append("")
@@ -788,7 +901,7 @@ def write_markdown(b: Bench, s: dict, md: Path, png: Path, machine: dict, vers: 
     L.append("| rep | image | method | bytes | wall s | MB/s | peak RSS MiB | write_bytes | "
              "bytesWritten | client / weed / registry CPU s | foreign load | detail |")
     L.append("|---:|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
-    for x in b.runs:
+    for x in b.runs + (b.restore.get("rows", []) if b.restore else []):
         detail = ""
         if "skopeo_s" in x:
             detail = f"skopeo {x['skopeo_s']:.2f}s + aws {x['aws_s']:.2f}s"
@@ -832,12 +945,14 @@ def main() -> None:
     machine, vers = machine_info(), versions(Path(a.bin_dir))
     b.run()
     s = summarize(b)
-    chart(b, s, png)
-    write_markdown(b, s, md, png, machine, vers)
+    rs = summarize_restore(b)
+    chart(b, s, rs, png)
+    write_markdown(b, s, rs, md, png, machine, vers)
     if not a.no_profile:
         prof.splice(md, prof.profile(b))
     if a.json:
         Path(a.json).write_text(json.dumps({"runs": b.runs, "summary": s, "restore": b.restore,
+                                            "restore_summary": rs,
                                             "pushed": b.pushed}, indent=1, default=str))
     log(f"wrote {md} and {png}")
     for n, v in s.items():
