@@ -14,6 +14,9 @@ bash scripts/check-templates.sh
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
+# SeaweedFS turns read-only below 1 % free disk (500 on every write), so say how much room the
+# build left for the servers' data.
+df -h . "${TMPDIR:-/tmp}" | uniq
 # Test binaries run one after another; inside each, two test threads (the machine has two
 # cores and each binary shares one local stack between its tests).
 cargo test --workspace --locked -- --test-threads=2

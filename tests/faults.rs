@@ -99,7 +99,11 @@ impl Rig {
             Arc::new(NoProgress),
         )
         .await
-        .unwrap()
+        .unwrap_or_else(|e| {
+            // A run-level error here came from a server, not a fault rule: show what the
+            // server said about it, so a failure on CI can be read without rerunning.
+            panic!("backup of {ns} failed: {e:?}\n{}", stack.s3.diagnostics())
+        })
     }
 
     /// The invariants hold, whatever the run did.

@@ -172,6 +172,23 @@ impl S3 {
         &self.process
     }
 
+    /// What to print when the server refused a request: the free disk under its data (below
+    /// 1 % free SeaweedFS marks every volume read-only and answers writes with 500
+    /// `InternalError`) and the tail of its log.
+    pub fn diagnostics(&self) -> String {
+        let df = std::process::Command::new("df")
+            .args(["-h", "--output=size,avail,pcent"])
+            .arg(self.process.dir())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| format!("df failed: {e}"));
+        format!(
+            "--- disk under {} (read-only below 1 % free) ---\n{df}--- SeaweedFS log tail ---\n{}",
+            self.process.dir().display(),
+            self.process.log_tail(16 * 1024)
+        )
+    }
+
     /// An S3 client for this server: path-style, static credentials, latest behavior version
     /// (so the SDK's default CRC32 checksums are on, as in production).
     pub fn client(&self) -> aws_sdk_s3::Client {
