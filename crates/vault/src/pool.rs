@@ -26,9 +26,45 @@ pub(crate) struct PartPool {
 }
 
 /// One part's right to a buffer; dropping it lets the next part start.
-pub(crate) struct PartSlot {
+pub(crate) struct PartSlot<'p> {
     pub(crate) permit: OwnedSemaphorePermit,
-    pub(crate) buf: BytesMut,
+    pub(crate) buf: PartBuf<'p>,
+}
+
+/// A pool buffer that goes back to the pool when dropped, so a blob that fails halfway (a
+/// short or corrupt stream, a failed part) costs no new allocation for the next one. A body
+/// handed to S3 is taken out with [`PartBuf::take`] and comes back through
+/// [`PartPool::recycle`] once the SDK has let go of it.
+pub(crate) struct PartBuf<'p> {
+    pool: &'p PartPool,
+    buf: BytesMut,
+}
+
+impl PartBuf<'_> {
+    /// The bytes so far, leaving this buffer empty (and nothing to return on drop).
+    pub(crate) fn take(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+impl std::ops::Deref for PartBuf<'_> {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.buf
+    }
+}
+
+impl std::ops::DerefMut for PartBuf<'_> {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+}
+
+impl Drop for PartBuf<'_> {
+    fn drop(&mut self) {
+        let buf = self.take();
+        self.pool.recycle_mut(buf);
+    }
 }
 
 impl PartPool {
@@ -44,7 +80,7 @@ impl PartPool {
 
     /// Waits for a permit, then hands out an empty buffer of at least `capacity` bytes
     /// (a resumed upload may use a part size other than this vault's).
-    pub(crate) async fn acquire(&self, capacity: usize) -> Result<PartSlot, VaultError> {
+    pub(crate) async fn acquire(&self, capacity: usize) -> Result<PartSlot<'_>, VaultError> {
         let permit = self
             .permits
             .clone()
@@ -59,7 +95,10 @@ impl PartPool {
                 BytesMut::with_capacity(capacity.max(self.part_size))
             }
         };
-        Ok(PartSlot { permit, buf })
+        Ok(PartSlot {
+            permit,
+            buf: PartBuf { pool: self, buf },
+        })
     }
 
     /// Takes a sent body back. The SDK drops its references when the request completes; if
@@ -70,7 +109,7 @@ impl PartPool {
         }
     }
 
-    pub(crate) fn recycle_mut(&self, mut buf: BytesMut) {
+    fn recycle_mut(&self, mut buf: BytesMut) {
         buf.clear();
         if buf.capacity() < self.part_size {
             return;
@@ -102,7 +141,7 @@ mod tests {
         for _ in 0..10 {
             let mut slot = pool.acquire(1024).await.expect("slot");
             slot.buf.extend_from_slice(&[7u8; 1024]);
-            let body = std::mem::take(&mut slot.buf).freeze();
+            let body = slot.buf.take().freeze();
             let kept = body.clone();
             drop(body); // the request's copy
             pool.recycle(kept);
@@ -130,9 +169,20 @@ mod tests {
     async fn a_larger_part_size_than_the_pools_gets_a_buffer_that_fits() {
         let pool = PartPool::new(1024, 1);
         let slot = pool.acquire(1024).await.expect("slot");
-        pool.recycle_mut(slot.buf);
-        drop(slot.permit);
+        drop(slot);
         let slot = pool.acquire(4096).await.expect("slot");
         assert!(slot.buf.capacity() >= 4096);
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_fails_halfway_leaves_its_buffer_for_the_next() {
+        let pool = PartPool::new(1024, 1);
+        for _ in 0..5 {
+            let mut slot = pool.acquire(1024).await.expect("slot");
+            slot.buf.extend_from_slice(&[3u8; 700]);
+            // An error returns here with `?`: the slot is dropped unsent.
+            drop(slot);
+        }
+        assert_eq!(pool.allocated(), 1);
     }
 }

@@ -93,7 +93,7 @@ impl Vault {
                 buf.extend_from_slice(&chunk);
             }
             check_complete(&expected, hasher)?;
-            let body = buf.freeze();
+            let body = buf.take().freeze();
             let outcome = self
                 .put_once(
                     &key,
@@ -485,7 +485,7 @@ impl Vault {
                     break;
                 }
                 part_number += 1;
-                let body = std::mem::take(&mut buf).freeze();
+                let body = buf.take().freeze();
                 let p = permit.take();
                 tasks.spawn(self.clone().upload_part(
                     key.to_owned(),
@@ -510,8 +510,8 @@ impl Vault {
                 {
                     // Out of time: start no new part; finish the ones in flight and hand back
                     // the state at this boundary.
+                    drop(buf);
                     drop(permit);
-                    self.parts.recycle_mut(buf);
                     while let Some(r) = tasks.join_next().await {
                         done.push(joined(r)?);
                     }
@@ -526,8 +526,8 @@ impl Vault {
                 }
             }
         }
+        drop(buf);
         drop(permit);
-        self.parts.recycle_mut(buf);
         check_complete(expected, hasher)?;
         while let Some(r) = tasks.join_next().await {
             done.push(joined(r)?);
