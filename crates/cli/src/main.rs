@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ecr_vault_engine::{
     BackupOptions, FilterSpec, Filters, Mapping, Progress, RegistryConfig, RestoreRequest,
-    SnapshotSel, VaultConfig, aws_config, open_source, open_vault,
+    SnapshotSel, VaultConfig, aws_config, open_source, open_vault, open_vault_at,
 };
 use ecr_vault_vault::{LockMode, LockPolicy};
 
@@ -486,13 +486,7 @@ async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
 
 async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
-    let vault = open_vault(
-        &sdk,
-        &VaultConfig {
-            uri: a.vault.vault,
-            ..VaultConfig::default()
-        },
-    )?;
+    let vault = open_vault_at(&sdk, &a.vault.vault)?;
     let mut rows = Vec::new();
     for id in vault.list_snapshots().await? {
         if let Some(s) = vault.get_snapshot(&id).await? {
@@ -534,19 +528,9 @@ async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn read_vault(sdk: &aws_config::SdkConfig, uri: &str) -> anyhow::Result<ecr_vault_vault::Vault> {
-    Ok(open_vault(
-        sdk,
-        &VaultConfig {
-            uri: uri.to_owned(),
-            ..VaultConfig::default()
-        },
-    )?)
-}
-
 async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
-    let vault = read_vault(&sdk, &a.vault.vault)?;
+    let vault = open_vault_at(&sdk, &a.vault.vault)?;
     let target = open_source(&sdk, &a.registry.config())
         .await
         .context("connecting to the target registry")?;
@@ -627,7 +611,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
-    let vault = read_vault(&sdk, &a.vault.vault)?;
+    let vault = open_vault_at(&sdk, &a.vault.vault)?;
     if a.what == "latest" || ecr_vault_vault::SnapshotId::parse(&a.what).is_ok() {
         let sel = SnapshotSel::parse(Some(&a.what), None)?;
         let snap = match sel {
@@ -702,7 +686,7 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
-    let vault = read_vault(&sdk, &a.vault.vault)?;
+    let vault = open_vault_at(&sdk, &a.vault.vault)?;
     let sel = a
         .snapshot
         .as_deref()
@@ -761,13 +745,7 @@ struct GcArgs {
 
 async fn gc(a: GcArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
-    let vault = open_vault(
-        &sdk,
-        &VaultConfig {
-            uri: a.vault.vault,
-            ..VaultConfig::default()
-        },
-    )?;
+    let vault = open_vault_at(&sdk, &a.vault.vault)?;
     let opts = ecr_vault_engine::gc::GcOptions {
         keep_last: a.keep_last,
         keep_daily_days: a.keep_daily,

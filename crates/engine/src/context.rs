@@ -117,6 +117,18 @@ pub fn vault_uri(bucket: &str, prefix: &str) -> Result<String, EngineError> {
     Ok(uri)
 }
 
+/// The vault at `uri` with default write options: for the commands that only read it or
+/// delete from it (snapshots, verify, restore, gc), whose behaviour no write option changes.
+pub fn open_vault_at(sdk: &SdkConfig, uri: &str) -> Result<Vault, EngineError> {
+    open_vault(
+        sdk,
+        &VaultConfig {
+            uri: uri.to_owned(),
+            ..VaultConfig::default()
+        },
+    )
+}
+
 pub fn open_vault(sdk: &SdkConfig, cfg: &VaultConfig) -> Result<Vault, EngineError> {
     let loc = VaultLocation::parse(&cfg.uri)?;
     let storage_class = match cfg.storage_class.as_deref() {

@@ -22,7 +22,9 @@ pub mod source;
 pub mod verify;
 
 pub use backup::{BackupOptions, BackupReport, backup, backup_listing, backup_plan};
-pub use context::{RegistryConfig, VaultConfig, aws_config, open_source, open_vault, vault_uri};
+pub use context::{
+    RegistryConfig, VaultConfig, aws_config, open_source, open_vault, open_vault_at, vault_uri,
+};
 pub use filter::{FilterSpec, Filters};
 pub use plan::{Plan, PlanOptions, plan};
 pub use progress::{NoProgress, Progress};

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use ecr_vault_engine::{FilterSpec, Filters, VaultConfig};
-use ecr_vault_vault::{LockMode, LockPolicy, VaultLocation};
+use ecr_vault_engine::{FilterSpec, Filters, VaultConfig, vault_uri};
+use ecr_vault_vault::{LockMode, LockPolicy};
 
 /// Lambda's longest timeout, assumed when the runtime reports no usable deadline.
 pub const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
@@ -76,18 +76,14 @@ impl Config {
             ));
         }
         let prefix = var("ECR_VAULT_PREFIX").unwrap_or_default();
-        let uri = if prefix.is_empty() {
-            format!("s3://{bucket}")
-        } else {
-            format!("s3://{bucket}/{prefix}")
-        };
-        if VaultLocation::parse(&uri).is_err() {
-            return Err(ConfigError(format!(
+        // The same URI rule as the restore and gc functions (engine::vault_uri).
+        let uri = vault_uri(&bucket, &prefix).map_err(|_| {
+            ConfigError(format!(
                 "ECR_VAULT_BUCKET={bucket:?} / ECR_VAULT_PREFIX={prefix:?}: not a valid bucket \
                  name and key prefix (lower-case bucket of 3-63 characters; prefix segments of \
                  [A-Za-z0-9._-], no empty, '.' or '..' segments)"
-            )));
-        }
+            ))
+        })?;
 
         let mode = match var("ECR_VAULT_LOCK_MODE") {
             None => LockMode::Compliance,
@@ -264,7 +260,7 @@ mod tests {
             ("ECR_VAULT_FANOUT_RUN_TIMEOUT_SECS", "60"),
         ])
         .unwrap();
-        assert_eq!(c.vault.uri, "s3://my-vault/ecr/prod/");
+        assert_eq!(c.vault.uri, "s3://my-vault/ecr/prod");
         assert_eq!(c.vault.lock.mode, LockMode::Governance);
         assert!(c.filters.repository("team/app"));
         assert!(c.filters.repository("other/x"));

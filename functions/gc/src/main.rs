@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::metrics::gc_emf;
-use ecr_vault_engine::{VaultConfig, aws_config, open_vault};
+use ecr_vault_engine::{aws_config, open_vault_at};
 use ecr_vault_gc_fn::Config;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -33,14 +33,7 @@ async fn handle(
     sdk: &aws_config::SdkConfig,
     function_name: &str,
 ) -> Result<Value, Error> {
-    let vault = open_vault(
-        sdk,
-        &VaultConfig {
-            uri: config.vault_uri.clone(),
-            ..VaultConfig::default()
-        },
-    )
-    .map_err(|e| Error::from(e.to_string()))?;
+    let vault = open_vault_at(sdk, &config.vault_uri).map_err(|e| Error::from(e.to_string()))?;
     let report = ecr_vault_engine::gc::gc(&vault, &config.options, config.apply)
         .await
         .map_err(|e| Error::from(e.to_string()))?;

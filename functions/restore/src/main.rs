@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::{
-    NoProgress, RegistryConfig, VaultConfig, aws_config, open_source, open_vault, vault_uri,
+    NoProgress, RegistryConfig, aws_config, open_source, open_vault_at, vault_uri,
 };
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -54,14 +54,7 @@ async fn handle(
     let engine_req = req
         .engine_request()
         .map_err(|e| Error::from(e.to_string()))?;
-    let vault = open_vault(
-        sdk,
-        &VaultConfig {
-            uri: config.vault_uri.clone(),
-            ..VaultConfig::default()
-        },
-    )
-    .map_err(|e| Error::from(e.to_string()))?;
+    let vault = open_vault_at(sdk, &config.vault_uri).map_err(|e| Error::from(e.to_string()))?;
     // The target may be another region or account: a per-request SDK config.
     let target_sdk = match &req.target.region {
         Some(r) => sdk
