@@ -851,17 +851,7 @@ async fn handle(
         }
     }
 
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-        "expect",
-    ] {
-        parts.headers.remove(h);
-    }
+    strip_hop_by_hop(&mut parts.headers, &["te", "expect"]);
     let up_body = FaultBody {
         inner: CountingBody::new(body, &inner, &d.matched, Direction::Up).boxed(),
         plan: up_plan,
@@ -909,9 +899,7 @@ async fn handle(
             parts
                 .headers
                 .insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
-            for h in ["connection", "keep-alive", "trailer", "upgrade"] {
-                parts.headers.remove(h);
-            }
+            strip_hop_by_hop(&mut parts.headers, &[]);
             set_status(&inner, d.record, parts.status.as_u16());
             return Ok(Response::from_parts(parts, full(text)));
         }
@@ -927,15 +915,7 @@ async fn handle(
         }
         None => {}
     }
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "trailer",
-        "upgrade",
-    ] {
-        parts.headers.remove(h);
-    }
+    strip_hop_by_hop(&mut parts.headers, &[]);
     set_status(&inner, d.record, parts.status.as_u16());
     let down = FaultBody {
         inner: CountingBody::new(body, &inner, &d.matched, Direction::Down).boxed(),
@@ -1131,6 +1111,21 @@ pub async fn poll_until(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Removes the headers that describe one connection, not the message (RFC 9110 section 7.6.1),
+/// plus `extra`: each hop of the proxy manages its own.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap, extra: &[&str]) {
+    let hop = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ];
+    for h in hop.iter().chain(extra) {
+        headers.remove(*h);
+    }
 }
 
 #[cfg(test)]
