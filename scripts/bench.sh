@@ -15,8 +15,9 @@
 # is skipped otherwise.
 #
 # Needs `bash scripts/setup.sh` first (Debian skopeo/docker-registry/curl, the venv with weed,
-# aws CLI v1 and matplotlib). Disk: the full run keeps ~4 GiB of images in the registry and up
-# to ~8 GiB in SeaweedFS at once, under $TMPDIR (default /tmp); all removed at the end.
+# aws CLI v1 and matplotlib). Disk: ~4 GiB of images in the registry, SeaweedFS's copies (deleted
+# ones too, until it vacuums them) and the two-hop path's files, under $TMPDIR (default /tmp):
+# the script wants 26 GiB free (6 for --quick); all removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,16 @@ cargo build --release --quiet -p ecr-vault-cli -p ecr-vault-testkit
 bin="$PWD/target/release"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ecr-vault-bench.XXXXXX")"
+# Deleted objects hold their disk until SeaweedFS vacuums them, so a full run peaks near
+# 20 GiB on top of the images. Below 1 % free SeaweedFS makes every volume read-only and the
+# run dies mid-way on 500 InternalError (seen with 23 GiB free): refuse to start instead.
+need_gib=26
+case " $* " in *" --quick "*|*" --rerun-only "*|*" --profile-only "*) need_gib=6 ;; esac
+avail_gib=$(( $(df -Pk "$work" | awk 'NR==2 {print $4}') / 1048576 ))
+if [ "$avail_gib" -lt "$need_gib" ]; then
+  echo "bench: only ${avail_gib} GiB free under $work; this run needs ~${need_gib} GiB" >&2
+  rmdir "$work"; exit 1
+fi
 "$bin/ecr-vault-stack" up --dir "$work/stack" > "$work/stack.log" 2>&1 &
 stack_pid=$!
 cleanup() {
