@@ -233,11 +233,11 @@ impl std::fmt::Debug for ServerProcess {
     }
 }
 
-/// True if a start failed because another process grabbed one of our ports in the meantime.
+/// True if a start failed because another process grabbed one of our ports in the meantime
+/// (`weed mini` says "Port allocation failed" for any port it cannot use).
 pub fn is_port_conflict(err: &anyhow::Error) -> bool {
-    format!("{err:#}")
-        .to_lowercase()
-        .contains("address already in use")
+    let msg = format!("{err:#}").to_lowercase();
+    msg.contains("address already in use") || msg.contains("port allocation failed")
 }
 
 /// Runs `start` up to three times while it fails with a port conflict.

@@ -101,8 +101,7 @@ impl S3 {
         let config = dir.path().join("s3.json");
         std::fs::write(&config, serde_json::to_vec_pretty(&identities)?)?;
 
-        let p = free_ports(8)?;
-        let admin = free_port_pair(10000)?;
+        let (p, admin) = weed_ports()?;
         let s3_port = p[6];
         let d = |p: &std::path::Path| p.display().to_string();
         let args: Vec<OsString> = [
@@ -279,4 +278,21 @@ pub async fn create_locked_bucket(client: &aws_sdk_s3::Client, name: &str) -> Re
             .with_context(|| format!("enabling versioning on {name}"))?;
     }
     Ok(())
+}
+
+/// Eight free ports (HTTP and gRPC of master, volume, filer, S3) and an admin port whose
+/// +10000 is free too. `weed mini` refuses to start when one port equals another's + 10000
+/// ("reserved for gRPC calculation"), whatever the flags say, so such draws are drawn again.
+fn weed_ports() -> Result<(Vec<u16>, u16)> {
+    for _ in 0..20 {
+        let p = free_ports(8)?;
+        let admin = free_port_pair(10000)?;
+        let mut all: Vec<u32> = p.iter().map(|&x| u32::from(x)).collect();
+        all.push(u32::from(admin));
+        let clash = all.iter().any(|a| all.iter().any(|b| *a == b + 10_000));
+        if !clash {
+            return Ok((p, admin));
+        }
+    }
+    anyhow::bail!("no set of free ports without a +10000 clash for weed mini")
 }
