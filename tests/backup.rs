@@ -155,7 +155,7 @@ async fn backup_captures_every_image_byte_exact_and_locked() {
     }
 
     // The snapshot names every tag, and records the referrer with its subject.
-    let snap = vault.latest_snapshot().await.unwrap().unwrap();
+    let snap = vault.newest_snapshot().await.unwrap().unwrap();
     let names = snapshot_names(&snap);
     for img in &pushed {
         for t in &img.tags {
@@ -289,7 +289,7 @@ async fn corrupt_or_truncated_blobs_are_refused_and_never_visible() {
         .await
         .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
-    let snap = vault.latest_snapshot().await.unwrap().unwrap();
+    let snap = vault.newest_snapshot().await.unwrap().unwrap();
     assert_eq!(snapshot_names(&snap).len(), 1);
     assert!(!snap.run.complete);
     assert_eq!(snap.run.failures.len(), 2);
@@ -319,7 +319,7 @@ async fn backs_up_through_the_ecr_api_with_ecr_auth() {
     .unwrap();
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert_eq!(report.counts.images_copied, 1);
-    let snap = vault.latest_snapshot().await.unwrap().unwrap();
+    let snap = vault.newest_snapshot().await.unwrap().unwrap();
     let names = snapshot_names(&snap);
     assert!(names.contains(&format!("{ns}/svc:v7")) && names.contains(&format!("{ns}/svc:stable")));
     assert!(

@@ -467,7 +467,7 @@ async fn a_repository_deleted_mid_run_costs_only_its_image() {
                 .contains_key(gone.digest.trim_start_matches("sha256:")),
             "{phase}: the deleted image's manifest is in the vault"
         );
-        let snap = rig.direct(stack).latest_snapshot().await.unwrap().unwrap();
+        let snap = rig.direct(stack).newest_snapshot().await.unwrap().unwrap();
         let names = ecr_vault_tests::snapshot_names(&snap);
         assert!(names.contains(&format!("{}:v1", kept.repo)), "{names:?}");
         assert!(

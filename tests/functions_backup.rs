@@ -332,7 +332,7 @@ async fn sqs_batch_reports_exactly_the_failed_messages() {
     );
 
     // The good item is in the vault; the failed ones left nothing visible.
-    let snap = vault.latest_snapshot().await.unwrap().unwrap();
+    let snap = vault.newest_snapshot().await.unwrap().unwrap();
     assert_eq!(snap.run.trigger, "work-item");
     assert_eq!(
         snapshot_names(&snap),
@@ -393,7 +393,7 @@ async fn delete_event_writes_one_audit_record_and_deletes_nothing() {
     assert_eq!(state.mode, Some(LockMode::Compliance));
     assert!(state.retain_until.unwrap() > Utc::now() + chrono::Duration::days(1));
     // The image is still in ECR's records and in the vault.
-    assert!(vault.latest_snapshot().await.unwrap().is_some());
+    assert!(vault.newest_snapshot().await.unwrap().is_some());
 
     // A redelivery of the same event adds nothing.
     let again = f.invoke(&sample("delete.json", &subst)).await.ok();

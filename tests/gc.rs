@@ -51,6 +51,7 @@ fn policy(upload_age: Duration) -> GcOptions {
         keep_monthly_months: 0,
         abandoned_upload_age: upload_age,
         bypass_governance: false,
+        ..GcOptions::default()
     }
 }
 

@@ -803,7 +803,7 @@ async fn hostile_registry_run() {
         }
     }
     // ...and the good image of the same run is in the vault and its snapshot.
-    let snap = vault.latest_snapshot().await.unwrap().unwrap();
+    let snap = vault.newest_snapshot().await.unwrap().unwrap();
     assert!(
         snapshot_names(&snap).contains(&format!("{good_repo}:v1")),
         "good image missing: {:?}",

@@ -422,6 +422,7 @@ async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
         filters: a.filters.filters()?,
         concurrency: a.concurrency,
         fetch_sizes: a.sizes,
+        lease: None,
     };
     let p = ecr_vault_engine::plan(&source, &vault, &opts).await?;
     match a.output {
@@ -487,40 +488,30 @@ async fn plan(a: PlanArgs) -> anyhow::Result<ExitCode> {
 async fn snapshots(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
     let vault = open_vault_at(&sdk, &a.vault.vault)?;
-    let mut rows = Vec::new();
-    for id in vault.list_snapshots().await? {
-        if let Some(s) = vault.get_snapshot(&id).await? {
-            rows.push(serde_json::json!({
-                "id": s.id,
-                "created": s.created,
-                "trigger": s.run.trigger,
-                "complete": s.run.complete,
-                "images": s.images.len(),
-                "bytesWritten": s.run.counts.bytes_written,
-                "failures": s.run.failures.len(),
-            }));
-        }
-    }
+    let rows = ecr_vault_engine::select::summaries(&vault).await?;
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
         Output::Text => {
             println!(
-                "{:<24} {:<26} {:<10} {:>7} {:>14} STATUS",
-                "ID", "CREATED", "TRIGGER", "IMAGES", "BYTES"
+                "{:<28} {:<26} {:<10} {:<8} {:>7} {:>14} {:<10} LATEST",
+                "ID", "CREATED", "TRIGGER", "SCOPE", "IMAGES", "BYTES", "STATUS"
             );
             for r in rows {
+                let scope = if r.scope == ecr_vault_vault::ScopeKind::Full && r.filtered {
+                    "filtered".to_owned()
+                } else {
+                    r.scope.to_string()
+                };
                 println!(
-                    "{:<24} {:<26} {:<10} {:>7} {:>14} {}",
-                    r["id"].as_str().unwrap_or_default(),
-                    r["created"].as_str().unwrap_or_default(),
-                    r["trigger"].as_str().unwrap_or_default(),
-                    r["images"].as_u64().unwrap_or_default(),
-                    r["bytesWritten"].as_u64().unwrap_or_default(),
-                    if r["complete"].as_bool() == Some(true) {
-                        "complete"
-                    } else {
-                        "incomplete"
-                    }
+                    "{:<28} {:<26} {:<10} {:<8} {:>7} {:>14} {:<10} {}",
+                    r.id.as_str(),
+                    r.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                    r.trigger,
+                    scope,
+                    r.images,
+                    r.bytes_written,
+                    if r.complete { "complete" } else { "incomplete" },
+                    if r.in_latest { "*" } else { "" }
                 );
             }
         }
@@ -609,14 +600,50 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn print_records(records: &[ecr_vault_vault::ImageRecord]) {
+    for i in records {
+        let name = match &i.tag {
+            Some(t) => format!("{}:{t}", i.repository),
+            None => i.repository.to_string(),
+        };
+        println!("{name:<50} {} {:?} {}", i.digest, i.role, i.media_type);
+    }
+}
+
 async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
     let sdk = aws_config().await;
     let vault = open_vault_at(&sdk, &a.vault.vault)?;
-    if a.what == "latest" || ecr_vault_vault::SnapshotId::parse(&a.what).is_ok() {
+    if a.what == "latest" {
+        let latest = ecr_vault_engine::latest(&vault)
+            .await?
+            .with_context(|| format!("no snapshots in {}", vault.location()))?;
+        let records = latest.records();
+        match a.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "base": latest.base.id,
+                    "overlays": latest.overlays.iter().map(|s| &s.id).collect::<Vec<_>>(),
+                    "images": records,
+                }))?
+            ),
+            Output::Text => {
+                println!(
+                    "latest: snapshot {} ({}) overlaid by {} newer snapshot(s)",
+                    latest.base.id,
+                    latest.base.run.trigger,
+                    latest.overlays.len()
+                );
+                print_records(&records);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ecr_vault_vault::SnapshotId::parse(&a.what).is_ok() {
         let sel = SnapshotSel::parse(Some(&a.what), None)?;
         let snap = match sel {
             SnapshotSel::Id(id) => vault.get_snapshot(&id).await?,
-            _ => vault.latest_snapshot().await?,
+            _ => None,
         }
         .with_context(|| format!("no snapshot {}", a.what))?;
         match a.output {
@@ -638,13 +665,7 @@ async fn show(a: ShowArgs) -> anyhow::Result<ExitCode> {
                         "incomplete"
                     }
                 );
-                for i in &snap.images {
-                    let name = match &i.tag {
-                        Some(t) => format!("{}:{t}", i.repository),
-                        None => i.repository.to_string(),
-                    };
-                    println!("{name:<50} {} {:?} {}", i.digest, i.role, i.media_type);
-                }
+                print_records(&snap.images);
                 for f in &snap.run.failures {
                     println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
                 }
@@ -754,6 +775,7 @@ async fn gc(a: GcArgs) -> anyhow::Result<ExitCode> {
             u64::from(a.abandoned_upload_days) * 24 * 3600,
         ),
         bypass_governance: a.bypass_governance,
+        ..ecr_vault_engine::gc::GcOptions::default()
     };
     let report = ecr_vault_engine::gc::gc(&vault, &opts, a.apply).await?;
     match a.output {
@@ -815,6 +837,9 @@ async fn gc(a: GcArgs) -> anyhow::Result<ExitCode> {
             );
             for s in &report.skipped {
                 println!("skipped {}: {}", s.key, s.reason);
+            }
+            for w in &p.warnings {
+                println!("warning: {w}");
             }
             for e in &report.errors {
                 println!("ERROR {}: {}", e.key, e.reason);

@@ -10,13 +10,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use ecr_vault_registry::{Descriptor, Digest, Tag};
-use ecr_vault_vault::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId, Vault};
+use ecr_vault_vault::{
+    Counts, Failure, ImageRecord, Role, RunInfo, ScopeKind, Snapshot, SnapshotId, Vault,
+};
 use futures::StreamExt as _;
 use serde::Serialize;
 
 use crate::EngineError;
 use crate::copy::Copier;
 use crate::filter::Filters;
+use crate::lease::{Lease, LeaseRequest};
 use crate::plan::{Plan, UnchangedImage};
 use crate::progress::Progress;
 use crate::source::{Listing, Source, SourceImage};
@@ -64,7 +67,11 @@ pub struct BackupReport {
     pub skipped: Vec<Failure>,
     pub deferred: Vec<String>,
     pub warnings: Vec<String>,
+    /// The whole run, from before the listing to the snapshot written: the sum of `phases`.
     pub duration_ms: u64,
+    pub phases: Phases,
+    /// Full listing or partial capture (what retention and `latest` make of the snapshot).
+    pub scope: ScopeKind,
     /// Estimated cost of this run: storage it added (per month) and its requests
     /// ([`crate::cost`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,6 +84,29 @@ impl BackupReport {
     }
 }
 
+/// Where a run's time went, in milliseconds; the phases add up to the report's duration.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Phases {
+    /// Listing the source (ECR API or catalog and tags).
+    pub list_ms: u64,
+    /// Reading the base snapshot and comparing.
+    pub plan_ms: u64,
+    /// Copying closures and checking locks.
+    pub copy_ms: u64,
+    /// Repository settings and the snapshot document.
+    pub snapshot_ms: u64,
+}
+
+impl BackupOptions {
+    fn lease_request(&self) -> LeaseRequest {
+        LeaseRequest {
+            holder: self.trigger.clone(),
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// Lists the source, plans against the vault's newest full-listing snapshot, and backs up
 /// everything the filters select. Unchanged images whose recorded lock suffices are carried
 /// into the new snapshot without any request.
@@ -86,12 +116,17 @@ pub async fn backup(
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport, EngineError> {
+    let started = Instant::now();
+    // Before the vault is read: what the plan carries on recorded locks stays safe.
+    let lease = Lease::acquire_run(vault, &opts.lease_request()).await?;
     let listing = source
         .list(&opts.filters, opts.image_concurrency.max(4))
         .await;
+    let listed = Instant::now();
     // An unreadable base costs efficiency, never correctness: without one, every image goes
     // through the copier, which checks the vault before touching the registry.
-    let (base, base_warning) = match crate::plan::base_snapshot(vault).await {
+    let base = crate::plan::base_snapshot(vault, &source.describe(), &opts.filters).await;
+    let (base, base_warning) = match base {
         Ok(b) => (b, None),
         Err(e) => (
             None,
@@ -108,6 +143,8 @@ pub async fn backup(
         Utc::now(),
     );
     plan.warnings.extend(base_warning);
+    plan.lease = Some(lease);
+    plan.timed(started, listed);
     backup_plan(source, vault, plan, opts, progress).await
 }
 
@@ -120,13 +157,18 @@ pub async fn backup_listing(
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BackupReport, EngineError> {
-    let plan = crate::plan::compare(
+    let started = Instant::now();
+    let lease = Lease::acquire_run(vault, &opts.lease_request()).await?;
+    let mut plan = crate::plan::compare(
         listing,
         None,
         &opts.filters,
         vault.options().lock,
         Utc::now(),
     );
+    plan.scope = ScopeKind::Partial;
+    plan.lease = Some(lease);
+    plan.timed(started, started);
     backup_plan(source, vault, plan, opts, progress).await
 }
 
@@ -147,15 +189,43 @@ impl Work {
 
 /// Executes a plan: new images through the copier, unchanged ones carried (or, when their
 /// recorded lock falls short or is unknown, checked with one HEAD and extended), then one
-/// snapshot naming everything whose closure is in the vault.
+/// snapshot naming everything whose closure is in the vault. The run lease is released once
+/// the snapshot is written (or the run failed).
 pub async fn backup_plan(
+    source: &Source,
+    vault: &Vault,
+    mut plan: Plan,
+    opts: &BackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupReport, EngineError> {
+    // A plan made without a lease decided what to carry before this run was protected:
+    // check those images with a HEAD instead of trusting their recorded locks.
+    let (lease, carry_on_record) = match plan.lease.take() {
+        Some(l) => (l, true),
+        None => (
+            Lease::acquire_run(vault, &opts.lease_request()).await?,
+            false,
+        ),
+    };
+    // Never work past the lease: a bypassing GC may start once it has lapsed.
+    let mut opts = opts.clone();
+    let work_until = lease.work_until();
+    opts.deadline = Some(opts.deadline.map_or(work_until, |d| d.min(work_until)));
+    let result = run_plan(source, vault, plan, &opts, progress, carry_on_record).await;
+    lease.release().await;
+    result
+}
+
+async fn run_plan(
     source: &Source,
     vault: &Vault,
     plan: Plan,
     opts: &BackupOptions,
     progress: Arc<dyn Progress>,
+    carry_on_record: bool,
 ) -> Result<BackupReport, EngineError> {
-    let started = Instant::now();
+    let started = plan.started.unwrap_or_else(Instant::now);
+    let (list_ms, plan_ms) = (plan.list_ms, plan.plan_ms);
     let now = Utc::now();
     let id = SnapshotId::new(now);
     vault.ensure_layout(now).await?;
@@ -177,7 +247,7 @@ pub async fn backup_plan(
     let mut carried = Vec::new();
     let mut work: Vec<Work> = plan.new.into_iter().map(|n| Work::New(n.image)).collect();
     for u in plan.unchanged {
-        if u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+        if carry_on_record && u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
             let r = ImageResult::Done {
                 records: carry(&u.image, &u.records),
                 unchanged: true,
@@ -258,6 +328,7 @@ pub async fn backup_plan(
             ))
     });
     records.dedup();
+    let copied_at = Instant::now();
 
     let repositories = if plan.repositories.is_empty() {
         None
@@ -285,9 +356,7 @@ pub async fn backup_plan(
 
     let complete = failures.is_empty() && deferred.is_empty();
     let lock = vault.options().lock;
-    // The snapshot is locked no longer than the earliest lock among what it references, so
-    // the snapshot never outlives its content.
-    let until = lock.write_until(now);
+    let until = snapshot_lock(lock, now, &records);
     let snapshot = Snapshot {
         id: id.clone(),
         created: now,
@@ -302,9 +371,22 @@ pub async fn backup_plan(
             warnings: warnings.clone(),
             repositories,
             retain_until: Some(lock.required_until(now)),
+            scope: Some(plan.scope),
         },
     };
     let key = vault.put_snapshot(&snapshot, until).await?;
+    let done = Instant::now();
+    // Consecutive intervals on one clock, so they add up to the whole run; the copy phase
+    // starts where planning ended (a gap before it, e.g. the fan-out decision, counts there).
+    let ms = |t: Instant| t.saturating_duration_since(started).as_millis() as u64;
+    let planned = list_ms + plan_ms;
+    let copied = ms(copied_at).max(planned);
+    let phases = Phases {
+        list_ms,
+        plan_ms,
+        copy_ms: copied - planned,
+        snapshot_ms: ms(done).max(copied) - copied,
+    };
     let counts_for_cost = counts.clone();
     Ok(BackupReport {
         snapshot: Some(id),
@@ -315,13 +397,29 @@ pub async fn backup_plan(
         skipped,
         deferred,
         warnings,
-        duration_ms: started.elapsed().as_millis() as u64,
+        duration_ms: phases.list_ms + phases.plan_ms + phases.copy_ms + phases.snapshot_ms,
+        phases,
+        scope: plan.scope,
         cost: Some(crate::cost::run_estimate(
             &counts_for_cost,
             crate::cost::StorageClass::of_blobs(vault),
             vault.options().part_size as u64,
         )),
     })
+}
+
+/// A snapshot's retain-until: what it requires (`now + retention`, plus slack when every
+/// record allows it), but never later than the earliest lock among the records it names, so
+/// the snapshot never outlives its content.
+pub(crate) fn snapshot_lock(
+    policy: ecr_vault_vault::LockPolicy,
+    now: chrono::DateTime<Utc>,
+    records: &[ImageRecord],
+) -> chrono::DateTime<Utc> {
+    records
+        .iter()
+        .filter_map(|r| r.lock_until)
+        .fold(policy.write_until(now), |a, u| a.min(u))
 }
 
 pub(crate) enum ImageResult {

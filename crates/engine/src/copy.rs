@@ -95,7 +95,10 @@ pub struct Copier {
     pub(crate) registry: RegistryClient,
     /// The run's clock: every lock decision in a run uses the same `now`.
     pub(crate) now: DateTime<Utc>,
-    done: Mutex<HashMap<Digest, Cell>>,
+    /// Manifests and blobs are cached apart: a layer whose bytes equal a manifest shares its
+    /// digest, and copying it as a blob says nothing about that manifest's closure.
+    manifests: Mutex<HashMap<Digest, Cell>>,
+    blobs: Mutex<HashMap<Digest, Cell>>,
     blob_slots: Semaphore,
     backoff: Backoff,
     pub stats: CopyStats,
@@ -117,7 +120,8 @@ impl Copier {
             vault,
             registry,
             now,
-            done: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
             blob_slots: Semaphore::new(blob_concurrency.max(1)),
             backoff: Backoff::default(),
             stats: CopyStats::default(),
@@ -148,13 +152,18 @@ impl Copier {
         self.warnings.lock().await.push(w);
     }
 
-    /// Runs `f` once per digest for the whole run; later callers get the first result.
-    async fn once<F>(&self, digest: &Digest, f: F) -> Result<Copied, CopyError>
+    /// Runs `f` once per digest and cache for the whole run; later callers get the first
+    /// result.
+    async fn once<F>(
+        cache: &Mutex<HashMap<Digest, Cell>>,
+        digest: &Digest,
+        f: F,
+    ) -> Result<Copied, CopyError>
     where
         F: std::future::Future<Output = Result<Copied, CopyError>>,
     {
         let cell = {
-            let mut done = self.done.lock().await;
+            let mut done = cache.lock().await;
             done.entry(digest.clone()).or_default().clone()
         };
         cell.get_or_init(|| f).await.clone()
@@ -175,8 +184,12 @@ impl Copier {
                     desc.digest
                 )));
             }
-            self.once(&desc.digest, self.copy_manifest_uncached(repo, desc, depth))
-                .await
+            Self::once(
+                &self.manifests,
+                &desc.digest,
+                self.copy_manifest_uncached(repo, desc, depth),
+            )
+            .await
         })
     }
 
@@ -187,47 +200,13 @@ impl Copier {
         depth: u32,
     ) -> Result<Copied, CopyError> {
         let key = self.vault.location().blob_key(&desc.digest);
-        let policy = self.vault.options().lock;
         if let Some(state) = self.vault.head(&key).await? {
-            let media_type = state
-                .content_type
-                .clone()
-                .filter(|c| kind_of(c).is_some())
-                .unwrap_or_else(|| desc.media_type.clone());
-            let until = match state.retain_until {
-                Some(u) => Some(u),
-                None => self.vault.retention(&key).await?.map(|(_, u)| u),
-            };
-            if let Some(u) = until
-                && !policy.needs_extension(Some(u), self.now)
-            {
-                return Ok(Copied {
-                    until: u,
-                    media_type,
-                    size: state.size,
-                    written: false,
-                });
+            match self.reuse_manifest(repo, desc, depth, &key, &state).await? {
+                Some(c) => return Ok(c),
+                // Deleted (by a GC whose plan predates us) between our HEAD and our use of it:
+                // capture it again, as if it had never been there.
+                None => tracing::warn!(key, "manifest vanished while reused; capturing again"),
             }
-            // In the vault but locked too briefly for this snapshot: re-walk the closure from
-            // the vault's own copy and extend what falls short, children first.
-            let bytes = self
-                .vault
-                .get_document(&key, MAX_MANIFEST_BYTES)
-                .await?
-                .ok_or_else(|| CopyError::new(format!("{key} vanished during the run")))?;
-            let manifest = Manifest::parse(&desc.digest, Some(&media_type), bytes)?;
-            let floor = self.closure(repo, &manifest, depth).await?;
-            let target = floor.min(policy.write_until(self.now));
-            if until.is_none_or(|u| u < target) {
-                self.vault.set_lock(&key, &state, target).await?;
-                self.stats.lock_extensions.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok(Copied {
-                until: target,
-                media_type: manifest.media_type,
-                size: state.size,
-                written: false,
-            });
         }
         let reference = Reference::Digest(desc.digest.clone());
         let manifest = self
@@ -241,10 +220,10 @@ impl Copier {
             .await;
         }
         let floor = self.closure(repo, &manifest, depth).await?;
-        let until = floor.min(policy.write_until(self.now));
+        let until = floor.min(self.vault.options().lock.write_until(self.now));
         let outcome = self
             .vault
-            .put_document_until(&key, manifest.bytes.clone(), &manifest.media_type, until)
+            .put_manifest_until(&key, manifest.bytes.clone(), &manifest.media_type, until)
             .await?;
         if outcome == WriteOutcome::Written {
             self.stats.manifests_written.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +237,64 @@ impl Copier {
             media_type: manifest.media_type,
             written: outcome == WriteOutcome::Written,
         })
+    }
+
+    /// A manifest already in the vault. Trusted with one HEAD only when it was written as a
+    /// manifest (so its closure was durable first) and its lock covers this snapshot; otherwise
+    /// its closure is walked from the vault's own copy, copying what is missing and extending
+    /// what falls short, children first. `None`: it vanished since the HEAD.
+    async fn reuse_manifest(
+        &self,
+        repo: &RepoName,
+        desc: &Descriptor,
+        depth: u32,
+        key: &str,
+        state: &ecr_vault_vault::ObjectState,
+    ) -> Result<Option<Copied>, CopyError> {
+        let policy = self.vault.options().lock;
+        let media_type = state
+            .content_type
+            .clone()
+            .filter(|c| kind_of(c).is_some())
+            .unwrap_or_else(|| desc.media_type.clone());
+        let until = match state.retain_until {
+            Some(u) => Some(u),
+            None => self.vault.retention(key).await?.map(|(_, u)| u),
+        };
+        if let Some(u) = until
+            && state.is_manifest
+            && !policy.needs_extension(Some(u), self.now)
+        {
+            return Ok(Some(Copied {
+                until: u,
+                media_type,
+                size: state.size,
+                written: false,
+            }));
+        }
+        let Some(bytes) = self.vault.get_document(key, MAX_MANIFEST_BYTES).await? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::parse(&desc.digest, Some(&media_type), bytes)?;
+        let floor = self.closure(repo, &manifest, depth).await?;
+        let target = floor.min(policy.write_until(self.now));
+        if until.is_none_or(|u| u < target) {
+            match self.vault.set_lock(key, state, target).await {
+                Ok(_) => {
+                    self.stats.lock_extensions.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(Copied {
+            // A lock already longer than the closure's floor stays as it is: the watermark
+            // this run reports is the floor, which the snapshot's lock must not pass.
+            until: until.map_or(target, |u| u.min(floor).max(target)),
+            media_type: manifest.media_type,
+            size: state.size,
+            written: false,
+        }))
     }
 
     /// Makes everything `manifest` references durable and locked; returns the earliest
@@ -309,7 +346,7 @@ impl Copier {
 
     /// Copies one blob unless the vault has it; extends its lock when it is reused.
     pub async fn copy_blob(&self, repo: &RepoName, desc: &Descriptor) -> Result<Copied, CopyError> {
-        self.once(&desc.digest, async {
+        Self::once(&self.blobs, &desc.digest, async {
             let (until, written) = self.copy_blob_uncached(repo, desc).await?;
             Ok(Copied {
                 until,
@@ -334,8 +371,21 @@ impl Copier {
                     state.size, desc.size
                 )));
             }
-            self.stats.blobs_existing.fetch_add(1, Ordering::Relaxed);
-            return Ok((self.ensure_locked(&key, &state).await?, false));
+            match self.ensure_locked(&key, &state).await {
+                Ok(until) => {
+                    self.stats.blobs_existing.fetch_add(1, Ordering::Relaxed);
+                    return Ok((until, false));
+                }
+                // Deleted between our HEAD and the extension (a GC whose plan predates this
+                // run): upload it again rather than fail the image.
+                Err(e) if e.is_not_found() => {
+                    tracing::warn!(
+                        key,
+                        "blob vanished while its lock was extended; copying again"
+                    )
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let _slot = self
             .blob_slots

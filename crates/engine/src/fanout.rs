@@ -178,6 +178,11 @@ pub struct FanoutInput {
     pub skipped: Vec<Failure>,
     pub warnings: Vec<String>,
     pub repositories: Vec<ecr_vault_ecr::RepositorySettings>,
+    /// The lease the plan was made under: held until the run's own lease is written.
+    pub lease: Option<Arc<crate::lease::Lease>>,
+    /// The clock the carry decisions used: the run's time, so that what it carried covers
+    /// exactly what its snapshot requires.
+    pub decided_at: Option<DateTime<Utc>>,
 }
 
 impl FanoutInput {
@@ -187,8 +192,10 @@ impl FanoutInput {
     pub fn from_plan(plan: crate::plan::Plan, policy: LockPolicy, now: DateTime<Utc>) -> Self {
         let mut work: Vec<SourceImage> = plan.new.into_iter().map(|n| n.image).collect();
         let mut carried = Vec::new();
+        // Carrying on a recorded lock is safe only under the lease the plan was made with.
+        let leased = plan.lease.is_some();
         for u in plan.unchanged {
-            if u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+            if leased && u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
                 carried.extend(crate::backup::carry(&u.image, &u.records));
             } else {
                 work.push(u.image);
@@ -201,6 +208,8 @@ impl FanoutInput {
             skipped: plan.skipped,
             warnings: plan.warnings,
             repositories: plan.repositories,
+            lease: plan.lease,
+            decided_at: Some(now),
         }
     }
 }
@@ -216,6 +225,8 @@ impl From<Listing> for FanoutInput {
             skipped: l.skipped,
             warnings: l.warnings,
             repositories: l.repositories,
+            lease: None,
+            decided_at: None,
         }
     }
 }
@@ -334,8 +345,16 @@ pub async fn fan_out(
     opts: &BackupOptions,
     fan: &FanoutOptions,
 ) -> Result<FanoutReport, EngineError> {
-    let now = Utc::now();
+    let now = input.decided_at.unwrap_or_else(Utc::now);
     let run = SnapshotId::new(now);
+    // The run holds the vault until it is finalised (or times out): its carried records were
+    // decided on recorded locks, which a bypassing GC must not pull away meanwhile.
+    let run_lease =
+        crate::lease::Lease::acquire_fanout(vault, &run, &opts.trigger, fan.run_timeout).await;
+    if let Some(plan_lease) = &input.lease {
+        plan_lease.release().await;
+    }
+    run_lease?;
     vault.ensure_layout(now).await?;
     let mut warnings = input.warnings;
     let repositories = store_repositories(source, vault, now, &input.repositories).await;
@@ -555,6 +574,30 @@ pub struct Finalised {
 /// Captures the images of one fanned-out run, marks each done (or failed on its last
 /// delivery), then finalises the run if that made it complete.
 pub async fn work(
+    source: &Source,
+    vault: &Vault,
+    manifest: &RunManifest,
+    images: Vec<WorkImage>,
+    unavailable: Vec<Unavailable>,
+    opts: &BackupOptions,
+) -> Result<WorkReport, EngineError> {
+    let lease = crate::lease::Lease::acquire_run(
+        vault,
+        &crate::lease::LeaseRequest {
+            holder: "work-item".into(),
+            deadline: opts.deadline,
+        },
+    )
+    .await?;
+    let mut opts = opts.clone();
+    let work_until = lease.work_until();
+    opts.deadline = Some(opts.deadline.map_or(work_until, |d| d.min(work_until)));
+    let report = work_leased(source, vault, manifest, images, unavailable, &opts).await;
+    lease.release().await;
+    report
+}
+
+async fn work_leased(
     source: &Source,
     vault: &Vault,
     manifest: &RunManifest,
@@ -851,23 +894,25 @@ async fn finalise(
             warnings,
             repositories: manifest.repositories.clone(),
             retain_until: Some(lock.required_until(manifest.created)),
+            scope: Some(ecr_vault_vault::ScopeKind::Full),
             ..RunInfo::default()
         },
     };
+    // Counted from the run's start, like every lock its workers set, and never past the
+    // earliest lock among its records.
+    let until = crate::backup::snapshot_lock(lock, manifest.created, &snapshot.images);
     let images = snapshot.images.len();
     let written = if vault.head(&snapshot_key).await?.is_some() {
         false
     } else {
-        match vault
-            .put_snapshot(&snapshot, lock.write_until(Utc::now()))
-            .await
-        {
+        match vault.put_snapshot(&snapshot, until).await {
             Ok(_) => true,
             // A racing finaliser with other markers in view wrote first: its snapshot stands.
             Err(VaultError::Corrupt { .. }) => false,
             Err(e) => return Err(e.into()),
         }
     };
+    crate::lease::release_run(vault, run).await;
     tracing::info!(
         run = run.as_str(),
         snapshot_key,

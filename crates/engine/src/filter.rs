@@ -81,6 +81,11 @@ impl Filters {
         &self.spec
     }
 
+    /// Whether these filters select everything.
+    pub fn is_all(&self) -> bool {
+        self.spec == FilterSpec::default()
+    }
+
     pub fn repository(&self, name: &str) -> bool {
         self.repos.as_ref().is_none_or(|g| g.is_match(name)) && !self.exclude_repos.is_match(name)
     }

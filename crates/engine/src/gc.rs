@@ -2,10 +2,13 @@
 //! and no lock protects. The only code in ecr-vault that deletes.
 //!
 //! Rules, in the order they are applied:
-//! 1. **Snapshots** are kept if any rule keeps them: the last N, the newest of each day for D
-//!    days, the newest of each month for M months; the latest is always kept. An expired
-//!    snapshot's record is deleted only once its own lock has expired; until then it stays
-//!    live, and so does everything it references.
+//! 1. **Snapshots** are ranked within their scope group (full or partial reach, source,
+//!    filters: restic's `forget --group-by`), and kept if any rule keeps them there: the last N,
+//!    the newest of each day for D days, the newest of each month for M months; each group's
+//!    newest is always kept, and so is every snapshot `latest` is made of
+//!    ([`crate::select::latest`]). A push snapshot therefore never displaces a full one. An
+//!    expired snapshot's record is deleted only once its own lock has expired; until then it
+//!    stays live, and so does everything it references.
 //! 2. **Blobs, manifests, indexes** (`blobs/sha256/…`) are deleted only when no live snapshot's
 //!    closure (snapshot → manifests/indexes → configs, layers, subjects, read from the vault's
 //!    own copies) names them **and** the lock of the exact version has expired. Deletion is
@@ -17,7 +20,10 @@
 //!
 //! Everything else (`oci-layout`, `events/` audit records, staging records, unknown keys) is
 //! never touched. COMPLIANCE locks are never bypassed; GOVERNANCE locks are bypassed only with
-//! [`GcOptions::bypass_governance`]. A dry run and `apply` compute the same [`GcPlan`].
+//! [`GcOptions::bypass_governance`], and only while no backup holds a lease
+//! ([`crate::lease`]): a running backup may reuse an unreferenced blob without a request, and
+//! the lock it relied on is exactly what bypass ignores. A dry run and `apply` compute the same
+//! [`GcPlan`].
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -26,7 +32,7 @@ use chrono::{DateTime, Datelike as _, Duration, Utc};
 use ecr_vault_registry::manifest::{MAX_MANIFEST_BYTES, kind_of};
 use ecr_vault_registry::{Descriptor, Digest, Manifest};
 use ecr_vault_vault::lock::from_s3_time;
-use ecr_vault_vault::{LockMode, Snapshot, SnapshotId, Vault};
+use ecr_vault_vault::{LockMode, ScopeGroup, Snapshot, SnapshotId, Vault};
 use serde::Serialize;
 
 use crate::EngineError;
@@ -44,8 +50,14 @@ pub struct GcOptions {
     /// Multipart uploads initiated longer ago than this are abandoned.
     pub abandoned_upload_age: std::time::Duration,
     /// Delete GOVERNANCE-locked versions before their lock expires (needs
-    /// `s3:BypassGovernanceRetention`). COMPLIANCE locks are never bypassed.
+    /// `s3:BypassGovernanceRetention`). COMPLIANCE locks are never bypassed. Refused while a
+    /// backup holds a lease.
     pub bypass_governance: bool,
+    /// How long a GC with bypass may run; it stops bypassing once this has passed, because
+    /// backups wait for its lease only that long.
+    pub bypass_window: std::time::Duration,
+    /// Clock skew tolerated between this host and the hosts that write leases.
+    pub lease_skew: std::time::Duration,
 }
 
 impl Default for GcOptions {
@@ -56,6 +68,8 @@ impl Default for GcOptions {
             keep_monthly_months: 12,
             abandoned_upload_age: std::time::Duration::from_secs(7 * 24 * 3600),
             bypass_governance: false,
+            bypass_window: crate::lease::GC_BYPASS_WINDOW,
+            lease_skew: crate::lease::CLOCK_SKEW,
         }
     }
 }
@@ -108,6 +122,10 @@ pub struct ExpiredSnapshot {
 #[serde(rename_all = "camelCase")]
 pub struct GcPlan {
     pub computed_at: DateTime<Utc>,
+    /// Every snapshot, with the scope group it was ranked in.
+    pub groups: Vec<(SnapshotId, ScopeGroup)>,
+    /// The snapshots `latest` is made of (all kept).
+    pub latest: Vec<SnapshotId>,
     pub snapshots_kept: Vec<SnapshotId>,
     pub snapshots_expired: Vec<ExpiredSnapshot>,
     /// Objects under `blobs/` that live snapshots reference.
@@ -120,6 +138,12 @@ pub struct GcPlan {
     /// Old uploads kept because a young staging record names them.
     pub uploads_resumable: u64,
     pub bytes_reclaimed: u64,
+    /// Whether GOVERNANCE locks may be bypassed in this run (asked for, and no backup held a
+    /// lease).
+    pub bypass: bool,
+    /// What the plan noticed but does not act on: a referrer whose subject is not in the vault,
+    /// bypass refused because a backup is running.
+    pub warnings: Vec<String>,
     /// Monthly storage of `blobs/` and `snapshots/` now, and after the plan.
     pub cost_before: CostEstimate,
     pub cost_after: CostEstimate,
@@ -153,9 +177,22 @@ impl GcReport {
 
 /// Plans and, with `apply`, carries out a GC run.
 pub async fn gc(vault: &Vault, opts: &GcOptions, apply: bool) -> Result<GcReport, EngineError> {
-    let plan = plan(vault, opts).await?;
+    if apply && opts.bypass_governance {
+        // Announce the bypass before deciding anything: a backup that starts from now on waits
+        // for this lease, and one already running (seen by the plan) turns bypass off.
+        let lease = crate::lease::Lease::acquire_gc(vault, opts.bypass_window).await?;
+        let stop_bypass_at = lease.expires() - chrono_span(opts.lease_skew);
+        // Boxed: the nested futures are otherwise deep enough to hit the compiler's limit.
+        let result = match Box::pin(plan(vault, opts)).await {
+            Ok(plan) => Ok(Box::pin(execute(vault, plan, opts, stop_bypass_at)).await),
+            Err(e) => Err(e),
+        };
+        lease.release().await;
+        return result;
+    }
+    let plan = Box::pin(plan(vault, opts)).await?;
     if apply {
-        Ok(execute(vault, plan, opts).await)
+        Ok(Box::pin(execute(vault, plan, opts, DateTime::<Utc>::MAX_UTC)).await)
     } else {
         Ok(GcReport {
             applied: false,
@@ -169,7 +206,28 @@ pub async fn gc(vault: &Vault, opts: &GcOptions, apply: bool) -> Result<GcReport
     }
 }
 
-/// The snapshots the policy keeps, from their ids alone (ids encode the time).
+fn chrono_span(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// The snapshots the policy keeps: the rules of [`keep_snapshots`] applied within each scope
+/// group, so snapshots of one reach never push those of another out of the count.
+pub fn keep_by_group(
+    snapshots: &[(SnapshotId, ScopeGroup)],
+    opts: &GcOptions,
+    now: DateTime<Utc>,
+) -> BTreeSet<SnapshotId> {
+    let mut groups: BTreeMap<&ScopeGroup, Vec<SnapshotId>> = BTreeMap::new();
+    for (id, g) in snapshots {
+        groups.entry(g).or_default().push(id.clone());
+    }
+    groups
+        .into_values()
+        .flat_map(|ids| keep_snapshots(&ids, opts, now))
+        .collect()
+}
+
+/// The snapshots one group's policy keeps, from their ids alone (ids encode the time).
 pub fn keep_snapshots(
     ids: &[SnapshotId],
     opts: &GcOptions,
@@ -321,10 +379,72 @@ fn deletable(
 
 /// Computes what GC would do, changing nothing.
 pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError> {
+    let mut warnings = Vec::new();
+    // Checked before anything is read: a backup that starts after this sees the GC's lease
+    // (written by `gc` before it plans) and waits.
+    let mut bypass = opts.bypass_governance;
+    if bypass {
+        let live = crate::lease::live(
+            vault,
+            crate::lease::LeaseKind::Run,
+            Utc::now(),
+            chrono_span(opts.lease_skew),
+        )
+        .await?;
+        if !live.is_empty() {
+            bypass = false;
+            let names: Vec<String> = live
+                .iter()
+                .map(|l| format!("{} ({}, until {})", l.id, l.holder, l.expires))
+                .collect();
+            warnings.push(format!(
+                "governance bypass refused: {} backup run(s) hold a lease ({}); only versions \
+                 whose lock has expired are deleted. Run gc again when they have finished.",
+                live.len(),
+                names.join(", ")
+            ));
+        }
+    }
     let now = Utc::now();
     let loc = vault.location();
     let ids = vault.list_snapshots().await?;
-    let kept = keep_snapshots(&ids, opts, now);
+    // Every snapshot's scope. An unreadable one is a group of its own, so it is kept (and the
+    // closure walk below then stops GC rather than guess).
+    let mut groups = Vec::with_capacity(ids.len());
+    let mut runs = Vec::with_capacity(ids.len());
+    for id in &ids {
+        match vault.get_snapshot(id).await {
+            Ok(Some(s)) => {
+                groups.push((id.clone(), s.run.group()));
+                runs.push(s.run);
+            }
+            Ok(None) | Err(_) => {
+                groups.push((
+                    id.clone(),
+                    ScopeGroup {
+                        kind: ecr_vault_vault::ScopeKind::Full,
+                        source: format!("unreadable snapshot {id}"),
+                        filters: String::new(),
+                    },
+                ));
+                runs.push(ecr_vault_vault::RunInfo {
+                    source: format!("unreadable snapshot {id}"),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let run_refs: Vec<&ecr_vault_vault::RunInfo> = runs.iter().collect();
+    let latest: Vec<SnapshotId> = crate::select::latest_parts(&run_refs)
+        .map(|(base, overlays)| {
+            std::iter::once(base)
+                .chain(overlays)
+                .map(|i| ids[i].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut kept = keep_by_group(&groups, opts, now);
+    kept.extend(latest.iter().cloned());
 
     let snapshot_versions = list_versions(vault, &loc.snapshots_prefix()).await?;
     let blob_prefix = loc.key("blobs/sha256/");
@@ -346,7 +466,7 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
             let lock = version_lock(vault, &v.key, &v.version_id)
                 .await
                 .map_err(EngineError::Config)?;
-            match deletable(lock, now, opts.bypass_governance) {
+            match deletable(lock, now, bypass) {
                 Ok(bypass_until) => dels.push(Deletion {
                     key: v.key.clone(),
                     version_id: v.version_id.clone(),
@@ -380,7 +500,7 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
                 "snapshot {id} is listed but cannot be read; gc stops rather than guess"
             ))
         })?;
-        walk_snapshot(vault, &snap, &mut referenced).await?;
+        walk_snapshot(vault, &snap, &mut referenced, &mut warnings).await?;
     }
 
     let mut held = Vec::new();
@@ -404,7 +524,7 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
         let lock = version_lock(vault, &v.key, &v.version_id)
             .await
             .map_err(EngineError::Config)?;
-        match deletable(lock, now, opts.bypass_governance) {
+        match deletable(lock, now, bypass) {
             Ok(bypass_until) => delete.push(Deletion {
                 key: v.key.clone(),
                 version_id: v.version_id.clone(),
@@ -442,6 +562,10 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
     let none = BTreeMap::new();
     Ok(GcPlan {
         computed_at: now,
+        groups,
+        latest,
+        bypass,
+        warnings,
         snapshots_kept: ids.iter().filter(|i| kept.contains(*i)).cloned().collect(),
         snapshots_expired: expired,
         referenced_objects,
@@ -455,31 +579,53 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
     })
 }
 
+/// How a walk reached a descriptor.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Edge {
+    /// A manifest the snapshot or an index names, or a config or layer: it must be there.
+    Required { is_manifest: bool },
+    /// A referrer's subject: a signature may be captured without its subject (the subject's
+    /// tag was filtered out), so an absent subject is noted, not fatal.
+    Subject,
+}
+
 async fn walk_snapshot(
     vault: &Vault,
     snap: &Snapshot,
     referenced: &mut HashSet<Digest>,
+    warnings: &mut Vec<String>,
 ) -> Result<(), EngineError> {
     if let Some(d) = &snap.run.repositories {
         referenced.insert(d.clone());
     }
-    let mut stack: Vec<(Descriptor, bool)> =
-        snap.images.iter().map(|r| (r.descriptor(), true)).collect();
-    while let Some((desc, is_manifest)) = stack.pop() {
-        if !referenced.insert(desc.digest.clone()) || !is_manifest {
+    let mut stack: Vec<(Descriptor, Edge)> = snap
+        .images
+        .iter()
+        .map(|r| (r.descriptor(), Edge::Required { is_manifest: true }))
+        .collect();
+    while let Some((desc, edge)) = stack.pop() {
+        if !referenced.insert(desc.digest.clone())
+            || edge == (Edge::Required { is_manifest: false })
+        {
             continue;
         }
         let key = vault.location().blob_key(&desc.digest);
-        let bytes = vault
-            .get_document(&key, MAX_MANIFEST_BYTES)
-            .await?
-            .ok_or_else(|| {
-                EngineError::Config(format!(
-                    "snapshot {} references {} but {key} is missing; run `ecr-vault verify` \
-                     (gc stops rather than guess)",
+        let Some(bytes) = vault.get_document(&key, MAX_MANIFEST_BYTES).await? else {
+            if edge == Edge::Subject {
+                referenced.remove(&desc.digest);
+                warnings.push(format!(
+                    "snapshot {}: a referrer's subject {} is not in the vault (its tag was \
+                     not selected, or it was never captured); the referrer is kept",
                     snap.id, desc.digest
-                ))
-            })?;
+                ));
+                continue;
+            }
+            return Err(EngineError::Config(format!(
+                "snapshot {} references {} but {key} is missing; run `ecr-vault verify` \
+                 (gc stops rather than guess)",
+                snap.id, desc.digest
+            )));
+        };
         let ct = (!desc.media_type.is_empty()).then_some(desc.media_type.as_str());
         let m = Manifest::parse(&desc.digest, ct, bytes).map_err(|e| {
             EngineError::Config(format!(
@@ -488,9 +634,12 @@ async fn walk_snapshot(
                 snap.id
             ))
         })?;
-        for child in m.references.iter().chain(m.subject.iter()) {
-            let child_is_manifest = kind_of(&child.media_type).is_some();
-            stack.push((child.clone(), child_is_manifest));
+        for child in &m.references {
+            let is_manifest = kind_of(&child.media_type).is_some();
+            stack.push((child.clone(), Edge::Required { is_manifest }));
+        }
+        if let Some(subject) = &m.subject {
+            stack.push((subject.clone(), Edge::Subject));
         }
     }
     Ok(())
@@ -588,8 +737,14 @@ async fn abandoned_uploads(
     Ok((old, resumable))
 }
 
-/// Carries out a plan: re-checks each version's lock right before deleting it.
-async fn execute(vault: &Vault, plan: GcPlan, opts: &GcOptions) -> GcReport {
+/// Carries out a plan: re-checks each version's lock right before deleting it. Bypass stops at
+/// `stop_bypass_at`, when backups waiting on this GC's lease may start reusing blobs again.
+async fn execute(
+    vault: &Vault,
+    plan: GcPlan,
+    opts: &GcOptions,
+    stop_bypass_at: DateTime<Utc>,
+) -> GcReport {
     let s3 = vault.client();
     let bucket = &vault.location().bucket;
     let mut report = GcReport {
@@ -623,7 +778,8 @@ async fn execute(vault: &Vault, plan: GcPlan, opts: &GcOptions) -> GcReport {
                 continue;
             }
         };
-        let bypass = match deletable(lock, now, opts.bypass_governance) {
+        let may_bypass = report.plan.bypass && opts.bypass_governance && now < stop_bypass_at;
+        let bypass = match deletable(lock, now, may_bypass) {
             Ok(b) => b.is_some(),
             Err((mode, until)) => {
                 snapshot_left |= d.kind == "snapshot";
@@ -653,6 +809,21 @@ async fn execute(vault: &Vault, plan: GcPlan, opts: &GcOptions) -> GcReport {
             }
             Err(e) => {
                 snapshot_left |= d.kind == "snapshot";
+                // A backup may have extended the lock between our check and the delete (it
+                // extends before it references): S3 refused, and that is the design working.
+                if let Ok(Some((mode, until))) = version_lock(vault, &d.key, &d.version_id).await
+                    && until > Utc::now()
+                    && !bypass
+                {
+                    report.skipped.push(Skipped {
+                        key: d.key.clone(),
+                        reason: format!(
+                            "locked ({}) until {until} since the plan",
+                            mode.map(|m| m.to_string()).unwrap_or_default()
+                        ),
+                    });
+                    continue;
+                }
                 report.errors.push(Skipped {
                     key: d.key.clone(),
                     reason: s3_err("DeleteObject", &d.key, &e),
@@ -752,6 +923,30 @@ mod tests {
                 ids[5].clone()
             ]
         );
+    }
+
+    #[test]
+    fn partial_snapshots_are_ranked_apart_from_full_ones() {
+        let full = ScopeGroup {
+            kind: ecr_vault_vault::ScopeKind::Full,
+            source: "r".into(),
+            filters: "{}".into(),
+        };
+        let push = ScopeGroup {
+            kind: ecr_vault_vault::ScopeKind::Partial,
+            ..full.clone()
+        };
+        let mut snaps = vec![(id("20261101T020000000Z-000001"), full.clone())];
+        for i in 0..10 {
+            snaps.push((
+                id(&format!("20261101T{:02}0000000Z-00000{i}", i + 3)),
+                push.clone(),
+            ));
+        }
+        let keep = keep_by_group(&snaps, &policy(1, 0, 0), at("2026-11-02T00:00:00Z"));
+        assert!(keep.contains(&snaps[0].0), "the nightly snapshot is kept");
+        assert!(keep.contains(&snaps[10].0), "and the newest push");
+        assert_eq!(keep.len(), 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod cost;
 pub mod fanout;
 pub mod filter;
 pub mod gc;
+pub mod lease;
 pub mod metrics;
 pub mod plan;
 pub mod progress;
@@ -29,7 +30,7 @@ pub use filter::{FilterSpec, Filters};
 pub use plan::{Plan, PlanOptions, plan};
 pub use progress::{NoProgress, Progress};
 pub use restore::{Mapping, RestoreReport, RestoreRequest, restore};
-pub use select::SnapshotSel;
+pub use select::{Latest, SnapshotSel, latest};
 pub use source::{Listing, Source, SourceImage};
 pub use verify::{VerifyReport, verify};
 

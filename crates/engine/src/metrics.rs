@@ -138,6 +138,8 @@ mod tests {
             deferred: vec!["team/app@sha256:00".into()],
             warnings: Vec::new(),
             duration_ms: 4321,
+            phases: Default::default(),
+            scope: ecr_vault_vault::ScopeKind::Full,
             cost: None,
         }
     }
@@ -201,6 +203,10 @@ mod tests {
             applied: false,
             plan: GcPlan {
                 computed_at: chrono::Utc::now(),
+                groups: Vec::new(),
+                latest: Vec::new(),
+                bypass: false,
+                warnings: Vec::new(),
                 snapshots_kept: Vec::new(),
                 snapshots_expired: Vec::new(),
                 referenced_objects: 4,

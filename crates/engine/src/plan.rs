@@ -13,20 +13,23 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use ecr_vault_ecr::RepositorySettings;
 use ecr_vault_registry::{Digest, ManifestKind, Reference, RegistryClient, RepoName, Tag};
-use ecr_vault_vault::{Failure, ImageRecord, LockPolicy, Role, Snapshot, SnapshotId, Vault};
+use ecr_vault_vault::{
+    Failure, ImageRecord, LockPolicy, Role, ScopeKind, Snapshot, SnapshotId, Vault,
+};
 use futures::StreamExt as _;
 use serde::Serialize;
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::EngineError;
 use crate::filter::Filters;
+use crate::lease::{Lease, LeaseRequest};
 use crate::source::{Listing, Source, SourceImage};
 
-/// Triggers whose snapshots hold only a few images (one push, one batch of work items). They
-/// make a poor base: comparing a full listing with them would call everything new.
-const PARTIAL_TRIGGERS: [&str; 2] = ["push", "work-item"];
-
-/// How many snapshots, newest first, are read looking for a full-listing base.
-const BASE_SEARCH_DEPTH: usize = 8;
+/// How many snapshots, newest first, are read looking for a full-listing base. Push snapshots
+/// are small, and a busy registry writes dozens a day between nightly runs.
+const BASE_SEARCH_DEPTH: usize = 64;
 
 /// What the planner knows about an unchanged image's locks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -124,6 +127,19 @@ pub struct Plan {
     /// Repository settings captured by the listing, stored with the snapshot.
     #[serde(skip)]
     pub repositories: Vec<RepositorySettings>,
+    /// Full listing, or the few images an event named: what the snapshot records as its scope.
+    pub scope: ScopeKind,
+    /// The run lease taken before the vault was read ([`crate::lease`]). Carrying an image on
+    /// its recorded lock, with no request, is safe against a bypassing GC only under it; a
+    /// plan without one has its carried images checked with a HEAD instead.
+    #[serde(skip)]
+    pub lease: Option<Arc<Lease>>,
+    /// Time spent listing the source and comparing with the vault.
+    pub list_ms: u64,
+    pub plan_ms: u64,
+    /// When the run began (before listing), so the report's duration covers the whole run.
+    #[serde(skip)]
+    pub started: Option<Instant>,
 }
 
 impl Plan {
@@ -146,6 +162,9 @@ pub struct PlanOptions {
     /// For a generic registry, fetch the new images' manifests to estimate their bytes
     /// (registry traffic proportional to the new images only). ECR sizes come free.
     pub fetch_sizes: bool,
+    /// Take a run lease before reading the vault, for a plan that will be executed
+    /// ([`crate::backup_plan`], fan-out). A read-only `plan` command takes none.
+    pub lease: Option<LeaseRequest>,
 }
 
 impl Default for PlanOptions {
@@ -154,14 +173,21 @@ impl Default for PlanOptions {
             filters: Filters::all(),
             concurrency: 8,
             fetch_sizes: false,
+            lease: None,
         }
     }
 }
 
 /// Lists the source and plans against the vault's newest full-listing snapshot.
 pub async fn plan(source: &Source, vault: &Vault, opts: &PlanOptions) -> Result<Plan, EngineError> {
+    let started = Instant::now();
+    let lease = match &opts.lease {
+        Some(req) => Some(Lease::acquire_run(vault, req).await?),
+        None => None,
+    };
     let listing = source.list(&opts.filters, opts.concurrency.max(4)).await;
-    let base = base_snapshot(vault).await?;
+    let listed = Instant::now();
+    let base = base_snapshot(vault, &source.describe(), &opts.filters).await?;
     let now = Utc::now();
     let mut plan = compare(
         listing,
@@ -181,24 +207,51 @@ pub async fn plan(source: &Source, vault: &Vault, opts: &PlanOptions) -> Result<
         crate::cost::StorageClass::of_blobs(vault),
         vault.options().part_size as u64,
     );
+    plan.lease = lease;
+    plan.timed(started, listed);
     Ok(plan)
 }
 
-/// The newest snapshot written from a full listing (not a push or a work-item batch), among
-/// the newest few; else the newest snapshot; `None` for an empty vault.
-pub async fn base_snapshot(vault: &Vault) -> Result<Option<Snapshot>, EngineError> {
+/// The newest full-listing snapshot of this source with these filters, among the newest few;
+/// else the newest full-listing one; else the newest; `None` for an empty vault. Any base is
+/// correct (an image not in it is checked in the vault by the copier); the closest is cheapest.
+pub async fn base_snapshot(
+    vault: &Vault,
+    source: &str,
+    filters: &Filters,
+) -> Result<Option<Snapshot>, EngineError> {
     let ids = vault.list_snapshots().await?;
+    let spec = serde_json::to_value(filters.spec()).unwrap_or_default();
+    let mut full = None;
     let mut newest = None;
     for id in ids.iter().rev().take(BASE_SEARCH_DEPTH) {
         let Some(s) = vault.get_snapshot(id).await? else {
             continue;
         };
-        if !PARTIAL_TRIGGERS.contains(&s.run.trigger.as_str()) {
-            return Ok(Some(s));
+        if s.run.scope_kind() == ScopeKind::Full {
+            let same_filters = s.run.filters == spec || (s.run.unfiltered() && filters.is_all());
+            if s.run.source == source && same_filters {
+                return Ok(Some(s));
+            }
+            if full.is_none() {
+                full = Some(s);
+                continue;
+            }
         }
-        newest.get_or_insert(s);
+        if newest.is_none() {
+            newest = Some(s);
+        }
     }
-    Ok(newest)
+    Ok(full.or(newest))
+}
+
+impl Plan {
+    /// Records how long listing and planning took, for the run report.
+    pub(crate) fn timed(&mut self, started: Instant, listed: Instant) {
+        self.started = Some(started);
+        self.list_ms = listed.duration_since(started).as_millis() as u64;
+        self.plan_ms = listed.elapsed().as_millis() as u64;
+    }
 }
 
 /// Compares a listing with a base snapshot. Pure: no I/O, so the whole decision table is
@@ -358,6 +411,11 @@ pub fn compare(
         skipped: listing.skipped,
         warnings: listing.warnings,
         repositories: listing.repositories,
+        scope: ScopeKind::Full,
+        lease: None,
+        list_ms: 0,
+        plan_ms: 0,
+        started: None,
     }
 }
 

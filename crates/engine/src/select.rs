@@ -1,11 +1,19 @@
 //! Choosing what to restore: a snapshot (or "latest"), or a point in time across every
 //! snapshot and push capture, narrowed by repository and tag globs and digests.
+//!
+//! **`latest` is the registry as last seen**, not the newest snapshot of any reach: the newest
+//! complete full listing (a scheduled run, or one that selects everything; in a vault of
+//! filtered runs only, the newest complete one) is the base, and every newer snapshot from the
+//! same source overlays it name by name (`repository:tag`, or the digest for untagged records). So a push after the nightly run adds its one image to the
+//! registry's picture instead of replacing it, and a filtered `ecr-vault backup --repository X`
+//! refreshes X without hiding the rest. `scripts/break-glass.sh` implements the same rule.
 
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::Digest;
-use ecr_vault_vault::{ImageRecord, Role, Snapshot, SnapshotId, Vault};
+use ecr_vault_vault::{ImageRecord, Role, RunInfo, ScopeKind, Snapshot, SnapshotId, Vault};
+use serde::Serialize;
 
 use crate::EngineError;
 use crate::filter::Filters;
@@ -49,6 +57,153 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, EngineError> {
     )))
 }
 
+/// The snapshots `latest` is made of: its base and the newer snapshots that overlay it.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    pub base: Snapshot,
+    /// Oldest first.
+    pub overlays: Vec<Snapshot>,
+}
+
+impl Latest {
+    /// Every snapshot `latest` reads: garbage collection keeps them all.
+    pub fn ids(&self) -> Vec<SnapshotId> {
+        std::iter::once(&self.base)
+            .chain(&self.overlays)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
+    /// The overlaid records: for each name, the newest capture.
+    pub fn records(&self) -> Vec<ImageRecord> {
+        let mut by_name: BTreeMap<(String, String), ImageRecord> = BTreeMap::new();
+        for snap in std::iter::once(&self.base).chain(&self.overlays) {
+            for r in &snap.images {
+                by_name.insert(record_name(r), r.clone());
+            }
+        }
+        by_name.into_values().collect()
+    }
+}
+
+/// The name a record is captured under: `(repository, tag:<t>)`, or `(repository,
+/// digest:<d>)` for untagged records (referrers, untagged images).
+fn record_name(r: &ImageRecord) -> (String, String) {
+    let name = match &r.tag {
+        Some(tag) => format!("tag:{tag}"),
+        None => format!("digest:{}", r.digest),
+    };
+    (r.repository.to_string(), name)
+}
+
+/// Finds `latest`: reads snapshots newest first until a base (see [`latest_parts`]).
+pub async fn latest(vault: &Vault) -> Result<Option<Latest>, EngineError> {
+    let ids = vault.list_snapshots().await?;
+    let mut read: Vec<Snapshot> = Vec::new();
+    for id in ids.iter().rev() {
+        // A snapshot listed but gone (expired between LIST and GET) is simply not part of it.
+        let Some(snap) = vault.get_snapshot(id).await? else {
+            continue;
+        };
+        let base = snap.run.is_latest_base();
+        read.push(snap);
+        if base {
+            break;
+        }
+    }
+    read.reverse();
+    let runs: Vec<&RunInfo> = read.iter().map(|s| &s.run).collect();
+    let Some((base, overlays)) = latest_parts(&runs) else {
+        return Ok(None);
+    };
+    let mut read: Vec<Option<Snapshot>> = read.into_iter().map(Some).collect();
+    let Some(base) = read[base].take() else {
+        return Ok(None);
+    };
+    Ok(Some(Latest {
+        base,
+        overlays: overlays
+            .into_iter()
+            .filter_map(|i| read[i].take())
+            .collect(),
+    }))
+}
+
+/// The rule behind `latest`, over run metadata of snapshots oldest first: the index of the
+/// base and the indexes of the newer snapshots from the same source that overlay it. The base
+/// is the newest [`RunInfo::is_latest_base`]; in a vault that has none (every run filtered),
+/// the newest complete full listing; in one without even that, the oldest snapshot.
+pub fn latest_parts(runs: &[&RunInfo]) -> Option<(usize, Vec<usize>)> {
+    if runs.is_empty() {
+        return None;
+    }
+    let base = runs
+        .iter()
+        .rposition(|r| r.is_latest_base())
+        .or_else(|| {
+            runs.iter()
+                .rposition(|r| r.complete && r.scope_kind() == ScopeKind::Full)
+        })
+        .unwrap_or(0);
+    let overlays = (base + 1..runs.len())
+        .filter(|&i| runs[i].source == runs[base].source)
+        .collect();
+    Some((base, overlays))
+}
+
+/// One line of `ecr-vault snapshots`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotSummary {
+    pub id: SnapshotId,
+    pub created: DateTime<Utc>,
+    pub trigger: String,
+    pub scope: ScopeKind,
+    pub filters: serde_json::Value,
+    /// A full listing narrowed by filters: its own retention group.
+    pub filtered: bool,
+    pub complete: bool,
+    pub images: usize,
+    pub bytes_written: u64,
+    pub failures: usize,
+    /// Part of `latest` (its base or an overlay).
+    pub in_latest: bool,
+}
+
+/// Every snapshot, oldest first, with its scope and whether `latest` reads it.
+pub async fn summaries(vault: &Vault) -> Result<Vec<SnapshotSummary>, EngineError> {
+    let mut snaps = Vec::new();
+    for id in vault.list_snapshots().await? {
+        if let Some(s) = vault.get_snapshot(&id).await? {
+            snaps.push(s);
+        }
+    }
+    let runs: Vec<&RunInfo> = snaps.iter().map(|s| &s.run).collect();
+    let mut in_latest = vec![false; snaps.len()];
+    if let Some((base, overlays)) = latest_parts(&runs) {
+        for i in std::iter::once(base).chain(overlays) {
+            in_latest[i] = true;
+        }
+    }
+    Ok(snaps
+        .into_iter()
+        .zip(in_latest)
+        .map(|(s, in_latest)| SnapshotSummary {
+            created: s.created,
+            trigger: s.run.trigger.clone(),
+            scope: s.run.scope_kind(),
+            filters: s.run.filters.clone(),
+            filtered: !s.run.unfiltered(),
+            complete: s.run.complete,
+            images: s.images.len(),
+            bytes_written: s.run.counts.bytes_written,
+            failures: s.run.failures.len(),
+            in_latest,
+            id: s.id,
+        })
+        .collect())
+}
+
 /// What was selected, and from which snapshots.
 #[derive(Debug, Default)]
 pub struct Selected {
@@ -67,17 +222,22 @@ pub async fn select(
 ) -> Result<Selected, EngineError> {
     let mut out = Selected::default();
     let candidates: Vec<ImageRecord> = match sel {
-        SnapshotSel::Latest | SnapshotSel::Id(_) => {
-            let snap = match sel {
-                SnapshotSel::Id(id) => vault.get_snapshot(id).await?.ok_or_else(|| {
-                    EngineError::Config(format!("no snapshot {id} in {}", vault.location()))
-                })?,
-                _ => vault.latest_snapshot().await?.ok_or_else(|| {
-                    EngineError::Config(format!("the vault {} has no snapshots", vault.location()))
-                })?,
-            };
+        SnapshotSel::Id(id) => {
+            let snap = vault.get_snapshot(id).await?.ok_or_else(|| {
+                EngineError::Config(format!("no snapshot {id} in {}", vault.location()))
+            })?;
             push_snapshot_meta(&mut out, &snap);
             snap.images
+        }
+        SnapshotSel::Latest => {
+            let latest = latest(vault).await?.ok_or_else(|| {
+                EngineError::Config(format!("the vault {} has no snapshots", vault.location()))
+            })?;
+            // Newest first, like the as-of path: the newest settings win.
+            for snap in latest.overlays.iter().rev().chain([&latest.base]) {
+                push_snapshot_meta(&mut out, snap);
+            }
+            latest.records()
         }
         SnapshotSel::AsOf(t) => {
             let mut ids = vault.list_snapshots().await?;
@@ -100,11 +260,7 @@ pub async fn select(
                 }
                 push_snapshot_meta(&mut out, &snap);
                 for r in snap.images {
-                    let name = match &r.tag {
-                        Some(tag) => format!("tag:{tag}"),
-                        None => format!("digest:{}", r.digest),
-                    };
-                    by_name.entry((r.repository.to_string(), name)).or_insert(r);
+                    by_name.entry(record_name(&r)).or_insert(r);
                 }
             }
             by_name.into_values().collect()
@@ -150,5 +306,101 @@ fn push_snapshot_meta(out: &mut Selected, snap: &Snapshot) {
     out.snapshots.push(snap.id.clone());
     if let Some(d) = &snap.run.repositories {
         out.settings.push(d.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(trigger: &str, complete: bool, filters: serde_json::Value) -> RunInfo {
+        RunInfo {
+            trigger: trigger.into(),
+            source: "registry".into(),
+            complete,
+            filters,
+            ..RunInfo::default()
+        }
+    }
+
+    fn all() -> serde_json::Value {
+        serde_json::json!({"repositories": [], "tags": []})
+    }
+
+    fn only_x() -> serde_json::Value {
+        serde_json::json!({"repositories": ["x"]})
+    }
+
+    #[test]
+    fn latest_is_the_newest_complete_full_listing_with_everything_newer() {
+        let runs = [
+            run("scheduled", true, all()),
+            run("push", true, all()),
+            run("manual", true, all()),
+            run("push", true, all()),
+            run("manual", true, only_x()),
+            run("scheduled", false, all()),
+        ];
+        let refs: Vec<&RunInfo> = runs.iter().collect();
+        // The unfiltered manual run is the base; the filtered run, the push and the incomplete
+        // nightly run after it overlay it, none of them replaces it.
+        assert_eq!(latest_parts(&refs), Some((2, vec![3, 4, 5])));
+    }
+
+    #[test]
+    fn a_filtered_nightly_run_is_a_base_and_a_filtered_manual_run_is_not() {
+        let runs = [
+            run("scheduled", true, only_x()),
+            run("manual", true, only_x()),
+        ];
+        let refs: Vec<&RunInfo> = runs.iter().collect();
+        assert_eq!(latest_parts(&refs), Some((0, vec![1])));
+    }
+
+    #[test]
+    fn without_a_base_the_newest_full_listing_then_the_oldest_snapshot_is_used() {
+        let filtered = [run("manual", true, only_x()), run("manual", true, only_x())];
+        let refs: Vec<&RunInfo> = filtered.iter().collect();
+        assert_eq!(latest_parts(&refs), Some((1, vec![])));
+        let pushes = [run("push", true, all()), run("push", true, all())];
+        let refs: Vec<&RunInfo> = pushes.iter().collect();
+        assert_eq!(latest_parts(&refs), Some((0, vec![1])));
+        assert_eq!(latest_parts(&[]), None);
+    }
+
+    #[test]
+    fn snapshots_of_another_source_do_not_overlay_latest() {
+        let mut other = run("push", true, all());
+        other.source = "another registry".into();
+        let runs = [
+            run("scheduled", true, all()),
+            other,
+            run("push", true, all()),
+        ];
+        let refs: Vec<&RunInfo> = runs.iter().collect();
+        assert_eq!(latest_parts(&refs), Some((0, vec![2])));
+    }
+
+    #[test]
+    fn scope_is_recorded_or_derived_from_the_trigger() {
+        assert_eq!(run("push", true, all()).scope_kind(), ScopeKind::Partial);
+        assert_eq!(
+            run("work-item", true, all()).scope_kind(),
+            ScopeKind::Partial
+        );
+        assert_eq!(run("scheduled", true, all()).scope_kind(), ScopeKind::Full);
+        let mut r = run("manual", true, all());
+        r.scope = Some(ScopeKind::Partial);
+        assert_eq!(r.scope_kind(), ScopeKind::Partial);
+        assert!(run("manual", true, serde_json::Value::Null).unfiltered());
+        assert!(!run("manual", true, only_x()).unfiltered());
+        assert_ne!(
+            run("manual", true, only_x()).group(),
+            run("manual", true, all()).group()
+        );
+        assert_eq!(
+            run("manual", true, all()).group(),
+            run("scheduled", true, serde_json::Value::Null).group()
+        );
     }
 }

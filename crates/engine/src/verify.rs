@@ -1,7 +1,9 @@
 //! Verify: prove that snapshots are restorable and still locked, before an incident.
 //!
 //! For each snapshot checked: the snapshot object and every object its images reference exist,
-//! with the size their descriptors state, locked at least until the snapshot's retain-until.
+//! with the size their descriptors state, locked at least until the snapshot's retain-until;
+//! and the snapshot itself is locked no longer than the earliest lock among the manifests it
+//! names, so it never outlives its content.
 //! Manifests are re-hashed always (they are small and parsed anyway); with `deep`, every blob
 //! is re-hashed too and any key with more than one version (an overwrite) is reported.
 
@@ -42,6 +44,8 @@ struct Checker<'a> {
     deep: bool,
     /// digest → earliest retain-until found (None: checked and failed).
     checked: BTreeMap<Digest, Option<DateTime<Utc>>>,
+    /// digest → the lock its object carries.
+    locks: BTreeMap<Digest, DateTime<Utc>>,
     report: VerifyReport,
 }
 
@@ -54,7 +58,11 @@ pub async fn verify(
     let ids = match sel {
         None => vault.list_snapshots().await?,
         Some(SnapshotSel::Id(id)) => vec![id.clone()],
-        Some(SnapshotSel::Latest) => vault.list_snapshots().await?.pop().into_iter().collect(),
+        // Every snapshot `latest` is made of.
+        Some(SnapshotSel::Latest) => crate::select::latest(vault)
+            .await?
+            .map(|l| l.ids())
+            .unwrap_or_default(),
         Some(SnapshotSel::AsOf(t)) => vault
             .list_snapshots()
             .await?
@@ -73,6 +81,7 @@ pub async fn verify(
         vault,
         deep,
         checked: BTreeMap::new(),
+        locks: BTreeMap::new(),
         report: VerifyReport::default(),
     };
     for id in ids {
@@ -100,15 +109,38 @@ impl Checker<'_> {
 
     async fn snapshot(&mut self, key: &str, snap: &Snapshot) {
         let required = snap.run.retain_until;
-        self.lock_ok(key, required).await;
+        let own = self.lock_ok(key, required).await.and_then(|(_, u)| u);
         for rec in &snap.images {
             let desc = rec.descriptor();
             self.object(&desc, required, 0).await;
         }
+        // Upper bound: content locked less long than its snapshot could be deleted while the
+        // snapshot still claims it. S3 stores whole seconds, rounded up.
+        let content = snap
+            .images
+            .iter()
+            .filter_map(|r| self.locks.get(&r.digest).map(|u| (r, *u)))
+            .min_by_key(|(_, u)| *u);
+        if let (Some(own), Some((rec, earliest))) = (own, content)
+            && own > earliest + chrono::Duration::seconds(1)
+        {
+            self.problem(
+                key,
+                format!(
+                    "snapshot locked until {own}, past the lock of {}@{} ({earliest}): it would \
+                     outlive its content",
+                    rec.repository, rec.digest
+                ),
+            );
+        }
     }
 
-    /// Checks existence, size and lock of a key; returns false if it is missing.
-    async fn lock_ok(&mut self, key: &str, required: Option<DateTime<Utc>>) -> Option<u64> {
+    /// Checks existence, size and lock of a key: its size and lock, `None` if it is missing.
+    async fn lock_ok(
+        &mut self,
+        key: &str,
+        required: Option<DateTime<Utc>>,
+    ) -> Option<(u64, Option<DateTime<Utc>>)> {
         self.report.objects_checked += 1;
         let state = match self.vault.head(key).await {
             Ok(Some(s)) => s,
@@ -138,7 +170,7 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        Some(state.size)
+        Some((state.size, until))
     }
 
     fn object<'b>(
@@ -157,10 +189,13 @@ impl Checker<'_> {
                 return;
             }
             let key = self.vault.location().blob_key(&desc.digest);
-            let Some(size) = self.lock_ok(&key, required).await else {
+            let Some((size, until)) = self.lock_ok(&key, required).await else {
                 self.checked.insert(desc.digest.clone(), None);
                 return;
             };
+            if let Some(u) = until {
+                self.locks.insert(desc.digest.clone(), u);
+            }
             if desc.size != 0 && size != desc.size {
                 self.problem(&key, format!("{size} bytes, descriptor says {}", desc.size));
             }

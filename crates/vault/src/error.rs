@@ -92,7 +92,7 @@ impl VaultError {
                 status: Some(404),
                 ..
             }
-        ) || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "NoSuchKey" || c == "NotFound")
+        ) || matches!(self, VaultError::S3 { code: Some(c), .. } if c == "NoSuchKey" || c == "NotFound" || c == "NoSuchVersion")
     }
 
     /// Throttling, server errors and dropped connections: worth another try.

@@ -19,7 +19,10 @@ pub mod upload;
 pub use error::VaultError;
 pub use location::VaultLocation;
 pub use lock::{LockMode, LockPolicy, RetentionUnit};
-pub use snapshot::{Counts, Failure, ImageRecord, Role, RunInfo, Snapshot, SnapshotId};
+pub use snapshot::{
+    Counts, Failure, ImageRecord, Role, RunInfo, ScopeGroup, ScopeKind, Snapshot, SnapshotId,
+    TRIGGER_SCHEDULED,
+};
 pub use staging::{ResumableSha256, StagingRecord};
 pub use store::{ObjectState, Vault, VaultOptions, WriteOutcome};
 pub use upload::{BlobWrite, Expected};

@@ -137,6 +137,49 @@ pub struct Failure {
     pub error: String,
 }
 
+/// How much of its source a snapshot saw. Retention groups snapshots by scope (restic's
+/// `forget --group-by`), so a partial snapshot never displaces a full one, and `latest` is the
+/// newest full snapshot overlaid with what newer snapshots captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeKind {
+    /// A listing of everything the run's filters select (scheduled, fan-out, `ecr-vault backup`).
+    Full,
+    /// Only the images an event or a work item named (push, work item).
+    Partial,
+}
+
+impl fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ScopeKind::Full => "full",
+            ScopeKind::Partial => "partial",
+        })
+    }
+}
+
+/// The trigger of nightly runs: a complete scheduled snapshot is always a `latest` base, even
+/// when the deployment's filters narrow it.
+pub const TRIGGER_SCHEDULED: &str = "scheduled";
+
+/// Triggers of snapshots written before scopes were recorded that saw only part of the source.
+const PARTIAL_TRIGGERS: [&str; 2] = ["push", "work-item"];
+
+/// Snapshots that retention ranks together: same reach, same source, same filters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ScopeGroup {
+    pub kind: ScopeKind,
+    pub source: String,
+    /// The filters as canonical JSON.
+    pub filters: String,
+}
+
+impl fmt::Display for ScopeGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.kind, self.source, self.filters)
+    }
+}
+
 /// Totals for one run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +213,56 @@ pub struct RunInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repositories: Option<Digest>,
     pub retain_until: Option<DateTime<Utc>>,
+    /// Full listing or partial capture. `None` in snapshots written before it was recorded:
+    /// [`RunInfo::scope_kind`] then derives it from the trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeKind>,
+}
+
+impl RunInfo {
+    /// The snapshot's reach, recorded or (for older snapshots) derived from the trigger.
+    pub fn scope_kind(&self) -> ScopeKind {
+        self.scope
+            .unwrap_or(if PARTIAL_TRIGGERS.contains(&self.trigger.as_str()) {
+                ScopeKind::Partial
+            } else {
+                ScopeKind::Full
+            })
+    }
+
+    /// Whether the run's filters select everything (no repository or tag rule at all).
+    pub fn unfiltered(&self) -> bool {
+        match &self.filters {
+            serde_json::Value::Null => true,
+            serde_json::Value::Object(m) => m.values().all(|v| match v {
+                serde_json::Value::Null => true,
+                serde_json::Value::Array(a) => a.is_empty(),
+                _ => false,
+            }),
+            _ => false,
+        }
+    }
+
+    /// The retention group this run's snapshot belongs to.
+    pub fn group(&self) -> ScopeGroup {
+        ScopeGroup {
+            kind: self.scope_kind(),
+            source: self.source.clone(),
+            filters: if self.unfiltered() {
+                "{}".to_owned()
+            } else {
+                self.filters.to_string()
+            },
+        }
+    }
+
+    /// Whether a snapshot of this run can be the base of `latest`: a complete full listing
+    /// that is either the nightly run or selects everything.
+    pub fn is_latest_base(&self) -> bool {
+        self.complete
+            && self.scope_kind() == ScopeKind::Full
+            && (self.trigger == TRIGGER_SCHEDULED || self.unfiltered())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,8 +478,9 @@ impl crate::store::Vault {
         }
     }
 
-    /// The newest snapshot, if any.
-    pub async fn latest_snapshot(&self) -> Result<Option<Snapshot>, VaultError> {
+    /// The newest snapshot of any scope, if any. Restore's `latest` is not this: see
+    /// `ecr_vault_engine::select::latest`.
+    pub async fn newest_snapshot(&self) -> Result<Option<Snapshot>, VaultError> {
         match self.list_snapshots().await?.pop() {
             Some(id) => self.get_snapshot(&id).await,
             None => Ok(None),

@@ -43,6 +43,11 @@ impl Default for VaultOptions {
     }
 }
 
+/// User metadata naming what an object was written as (`x-amz-meta-ecr-vault-kind`).
+const KIND_META: &str = "ecr-vault-kind";
+/// Written by [`Vault::put_manifest_until`] only, after the manifest's closure was durable.
+const KIND_MANIFEST: &str = "manifest";
+
 /// State of an object already in the vault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectState {
@@ -51,6 +56,9 @@ pub struct ObjectState {
     pub retain_until: Option<DateTime<Utc>>,
     pub mode: Option<LockMode>,
     pub version_id: Option<String>,
+    /// Written as a manifest with its closure ([`Vault::put_manifest_until`]). False for blobs,
+    /// and for manifests written before the marker existed.
+    pub is_manifest: bool,
 }
 
 /// A handle on one vault. Cheap to clone.
@@ -137,6 +145,10 @@ impl Vault {
                 retain_until: out.object_lock_retain_until_date().and_then(from_s3_time),
                 mode: out.object_lock_mode().and_then(|m| m.as_str().parse().ok()),
                 version_id: out.version_id().map(str::to_owned),
+                is_manifest: out
+                    .metadata()
+                    .and_then(|m| m.get(KIND_META))
+                    .is_some_and(|v| v == KIND_MANIFEST),
             })),
             Err(e) => {
                 let err = VaultError::s3("HeadObject", &self.loc.bucket, key, e);
@@ -250,8 +262,9 @@ impl Vault {
     }
 
     /// Writes a small document once, locked until `until`: HEAD first, then a conditional PUT
-    /// whose `x-amz-checksum-sha256` is the content digest, so S3 re-verifies it. If it exists,
-    /// its size must match and its lock is raised to `until` when shorter.
+    /// whose `x-amz-checksum-sha256` is the content digest, so S3 re-verifies it. If it exists
+    /// (found by the HEAD, or by a conditional PUT that lost a race), its size must match and
+    /// its lock is raised to `until` when shorter.
     pub async fn put_document_until(
         &self,
         key: &str,
@@ -259,33 +272,83 @@ impl Vault {
         content_type: &str,
         until: DateTime<Utc>,
     ) -> Result<WriteOutcome, VaultError> {
-        if let Some(state) = self.head(key).await? {
-            if state.size != bytes.len() as u64 {
-                return Err(VaultError::Corrupt {
-                    key: key.to_owned(),
-                    reason: format!(
-                        "already exists with {} bytes, expected {}",
-                        state.size,
-                        bytes.len()
-                    ),
-                });
-            }
-            self.set_lock(key, &state, until).await?;
-            return Ok(WriteOutcome::Existed);
-        }
-        self.put_once(key, bytes, content_type, None, until).await
+        self.put_document_with(key, bytes, content_type, until, &[])
+            .await
     }
 
-    /// The conditional, locked single PUT shared by documents and small blobs.
-    pub(crate) async fn put_once(
+    /// [`Vault::put_document_until`] for a manifest or index whose closure is durable: it is
+    /// marked as such ([`ObjectState::is_manifest`]), so a later run may trust it without
+    /// walking its closure. A blob whose bytes happen to equal a manifest never carries it.
+    pub async fn put_manifest_until(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        until: DateTime<Utc>,
+    ) -> Result<WriteOutcome, VaultError> {
+        self.put_document_with(
+            key,
+            bytes,
+            content_type,
+            until,
+            &[(KIND_META, KIND_MANIFEST)],
+        )
+        .await
+    }
+
+    async fn put_document_with(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        content_type: &str,
+        until: DateTime<Utc>,
+        metadata: &[(&str, &str)],
+    ) -> Result<WriteOutcome, VaultError> {
+        let len = bytes.len() as u64;
+        if self.head(key).await?.is_none() {
+            let outcome = self
+                .put_once_meta(key, bytes, content_type, None, until, None, metadata)
+                .await?;
+            if outcome == WriteOutcome::Written {
+                return Ok(outcome);
+            }
+        }
+        // It exists, or another writer won the conditional PUT: check it and lock it for us.
+        let state = self.head(key).await?.ok_or_else(|| VaultError::Corrupt {
+            key: key.to_owned(),
+            reason: "the conditional write said it exists, HEAD says it does not".into(),
+        })?;
+        if state.size != len {
+            return Err(VaultError::Corrupt {
+                key: key.to_owned(),
+                reason: format!("already exists with {} bytes, expected {len}", state.size),
+            });
+        }
+        self.set_lock(key, &state, until).await?;
+        Ok(WriteOutcome::Existed)
+    }
+
+    /// The conditional, locked single PUT shared by documents and small blobs. `digest` is the
+    /// body's SHA-256 when the caller already computed it while streaming.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn put_once_meta(
         &self,
         key: &str,
         bytes: Bytes,
         content_type: &str,
         storage_class: Option<StorageClass>,
         until: DateTime<Utc>,
+        digest: Option<&Digest>,
+        metadata: &[(&str, &str)],
     ) -> Result<WriteOutcome, VaultError> {
-        let digest = Digest::of(&bytes);
+        let computed;
+        let digest = match digest {
+            Some(d) => d,
+            None => {
+                computed = Digest::of(&bytes);
+                &computed
+            }
+        };
         let checksum = base64::engine::general_purpose::STANDARD.encode(digest.raw());
         let len = bytes.len() as i64;
         let mut req = self
@@ -305,6 +368,9 @@ impl Vault {
             .body(ByteStream::from(bytes));
         if let Some(sc) = storage_class {
             req = req.storage_class(sc);
+        }
+        for (k, v) in metadata {
+            req = req.metadata(*k, *v);
         }
         // The SHA-256 checksum protects the body; skip SigV4's second hash of the payload.
         match req.customize().disable_payload_signing().send().await {
@@ -385,12 +451,30 @@ impl Vault {
 
     /// Keys under a prefix (one page at a time, all pages).
     pub async fn list_keys(&self, prefix: &str) -> Result<Vec<(String, u64)>, VaultError> {
+        self.list_keys_from(prefix, None).await
+    }
+
+    /// Keys under a prefix that sort after `start_after` (time-ordered names skip the past).
+    pub async fn list_keys_after(
+        &self,
+        prefix: &str,
+        start_after: &str,
+    ) -> Result<Vec<(String, u64)>, VaultError> {
+        self.list_keys_from(prefix, Some(start_after)).await
+    }
+
+    async fn list_keys_from(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+    ) -> Result<Vec<(String, u64)>, VaultError> {
         let mut out = Vec::new();
         let mut pages = self
             .s3
             .list_objects_v2()
             .bucket(&self.loc.bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {

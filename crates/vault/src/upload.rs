@@ -94,13 +94,17 @@ impl Vault {
             }
             check_complete(&expected, hasher)?;
             let body = buf.take().freeze();
+            // The stream's hash was just checked equal to the digest: no second pass over the
+            // bytes for the checksum header.
             let outcome = self
-                .put_once(
+                .put_once_meta(
                     &key,
                     body.clone(),
                     expected.content_type,
                     self.opts.blob_storage_class.clone(),
                     self.opts.lock.write_until(now),
+                    Some(expected.digest),
+                    &[],
                 )
                 .await;
             self.parts.recycle(body);

@@ -190,6 +190,10 @@ impl App {
             filters: opts.filters.clone(),
             concurrency: opts.image_concurrency.max(4),
             fetch_sizes: false,
+            lease: Some(ecr_vault_engine::lease::LeaseRequest {
+                holder: opts.trigger.clone(),
+                deadline: opts.deadline,
+            }),
         };
         let plan = plan(source, &self.vault, &plan_opts).await?;
         let (policy, now) = (self.vault.options().lock, chrono::Utc::now());
@@ -758,6 +762,8 @@ fn not_run(trigger: &str, skip: Failure) -> Value {
         deferred: Vec::new(),
         warnings: Vec::new(),
         duration_ms: 0,
+        phases: Default::default(),
+        scope: ecr_vault_vault::ScopeKind::Partial,
         cost: None,
     };
     summary(&report, trigger)

@@ -56,6 +56,7 @@ impl Config {
                     u64::from(number("ECR_VAULT_GC_UPLOAD_DAYS", 7)?) * 24 * 3600,
                 ),
                 bypass_governance: false,
+                ..GcOptions::default()
             },
             apply,
         })

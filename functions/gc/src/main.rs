@@ -2,6 +2,10 @@
 //! EventBridge Scheduler schedule with its own role (the only role that may delete). The
 //! event's content is ignored: what GC does comes from the environment, never from a caller.
 
+// The runtime's service future nests the whole GC (plan, leases, deletes); its layout needs
+// more than the default query depth.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use ecr_vault_engine::metrics::gc_emf;
