@@ -14,16 +14,67 @@ snapshot="${2:?snapshot id or latest}"
 dir="${3:?output directory}"
 vault="${vault%/}"
 
-if [ "$snapshot" = latest ]; then
-  # Snapshot keys sort by time: the last one is the newest.
-  snapshot="$(aws s3 ls "$vault/snapshots/" | awk '{print $4}' | grep '\.json$' | sort | tail -n 1)"
-  snapshot="${snapshot%.json}"
-  [ -n "$snapshot" ] || { echo "no snapshots in $vault" >&2; exit 1; }
-fi
-
 mkdir -p "$dir/blobs/sha256"
 aws s3 cp --only-show-errors "$vault/oci-layout" "$dir/oci-layout"
-aws s3 cp --only-show-errors "$vault/snapshots/$snapshot.json" "$dir/index.json"
+
+if [ "$snapshot" = latest ]; then
+  # "latest" is the registry as last seen, the same rule as `ecr-vault restore --snapshot
+  # latest`: the newest complete full listing (a scheduled run, or one without filters) is
+  # the base, and every newer snapshot of the same source overlays it name by name
+  # (repository:tag, or the digest for untagged records). In a vault of filtered runs only,
+  # the newest complete full listing is the base; without even that, the oldest snapshot.
+  # The result is written as one index.json.
+  aws s3 ls "$vault/snapshots/" | awk '{print $4}' | grep '\.json$' | sort -r > "$dir/.ids" || true
+  [ -s "$dir/.ids" ] || { echo "no snapshots in $vault" >&2; exit 1; }
+  snapshot="$(python3 - "$vault" "$dir" <<'PY'
+import json, subprocess, sys
+vault, d = sys.argv[1], sys.argv[2]
+RUN = "dev.ecr-vault.run"
+
+def full(run):
+    scope = run.get("scope") or ("partial" if run.get("trigger") in ("push", "work-item") else "full")
+    return bool(run.get("complete")) and scope == "full"
+
+def is_base(run):
+    f = run.get("filters")
+    unfiltered = f is None or (isinstance(f, dict) and all(v in (None, []) for v in f.values()))
+    return full(run) and (run.get("trigger") == "scheduled" or unfiltered)
+
+read = []  # newest first, up to and including the base
+for name in (l.strip() for l in open(d + "/.ids")):
+    if not name:
+        continue
+    out = subprocess.run(["aws", "s3", "cp", "--only-show-errors", f"{vault}/snapshots/{name}", "-"],
+                         check=True, capture_output=True).stdout
+    doc = json.loads(out)
+    run = json.loads(doc.get("annotations", {}).get(RUN, "{}"))
+    read.append((name[:-len(".json")], doc, run))
+    if is_base(run):
+        break
+read.reverse()  # oldest first
+bases = [i for i, (_, _, run) in enumerate(read) if is_base(run)] or \
+        [i for i, (_, _, run) in enumerate(read) if full(run)] or [0]
+read = read[bases[-1]:]
+base_id, base_doc, base_run = read[0]
+merged, used = {}, []
+for sid, doc, run in read:
+    if run.get("source") != base_run.get("source"):
+        continue
+    used.append(sid)
+    for m in doc.get("manifests", []):
+        a = m.get("annotations", {})
+        tag = a.get("dev.ecr-vault.tag")
+        merged[(a.get("dev.ecr-vault.repository", ""), "tag:" + tag if tag else "digest:" + m["digest"])] = m
+base_doc["manifests"] = [merged[k] for k in sorted(merged)]
+base_doc.setdefault("annotations", {})["dev.ecr-vault.latest"] = " ".join(used)
+json.dump(base_doc, open(d + "/index.json", "w"))
+print(" + ".join(used))
+PY
+)"
+  rm -f "$dir/.ids"
+else
+  aws s3 cp --only-show-errors "$vault/snapshots/$snapshot.json" "$dir/index.json"
+fi
 
 # Walk the closure: the snapshot index → manifests/indexes → configs and layers.
 fetch() { aws s3 cp --only-show-errors "$vault/blobs/sha256/$1" "$dir/blobs/sha256/$1"; }
