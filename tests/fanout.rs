@@ -21,6 +21,7 @@ use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use chrono::Utc;
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Stack, unique_name};
+use ecr_vault_tests::sqs_client;
 use ecr_vault_tests::{check_vault, snapshot_names};
 use ecr_vault_vault::Vault;
 use serde_json::{Value, json};
@@ -32,25 +33,6 @@ const MAX_RECEIVES: i32 = 2;
 /// Work items per worker invocation (the template's WorkerBatchSize).
 const BATCH: i32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// An SQS client for moto.
-fn sqs_client(stack: &Stack) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
-        .region(aws_sdk_sqs::config::Region::new(
-            ecr_vault_testkit::s3::REGION,
-        ))
-        .endpoint_url(stack.moto.endpoint())
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            ecr_vault_testkit::moto::ACCESS_KEY,
-            ecr_vault_testkit::moto::SECRET_KEY,
-            None,
-            None,
-            "ecr-vault-tests",
-        ))
-        .build();
-    aws_sdk_sqs::Client::from_conf(config)
-}
 
 /// The work queue and its DLQ, as the template declares them (redrive after MAX_RECEIVES).
 struct Queues {

@@ -63,6 +63,25 @@ pub fn ecr_source(ecr: aws_sdk_ecr::Client, data_plane: &Registry) -> Result<Sou
     Ok(Source::Ecr { ecr, registry })
 }
 
+/// An SQS client for moto (the work queue of fan-out runs).
+pub fn sqs_client(stack: &ecr_vault_testkit::Stack) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+        .region(aws_sdk_sqs::config::Region::new(
+            ecr_vault_testkit::s3::REGION,
+        ))
+        .endpoint_url(stack.moto.endpoint())
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            ecr_vault_testkit::moto::ACCESS_KEY,
+            ecr_vault_testkit::moto::SECRET_KEY,
+            None,
+            None,
+            "ecr-vault-tests",
+        ))
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
 /// What the checker found.
 #[derive(Debug, Default)]
 pub struct VaultContents {
@@ -110,12 +129,16 @@ pub async fn check_vault(
             .set_version_id_marker(version_marker.take())
             .send()
             .await?;
-        // Upload staging records are bookkeeping, not vault content: rewritten while an upload
-        // is deferred, deleted when it completes (tests/resume.rs checks them itself).
+        // Upload staging records and leases are bookkeeping, not vault content: records are
+        // rewritten while an upload is deferred and deleted when it completes
+        // (tests/resume.rs checks them itself); leases are locked for a day only
+        // (tests/retention.rs checks them).
         let staged = |k: Option<&str>| {
             k.unwrap_or_default()
                 .strip_prefix(&prefix)
-                .is_some_and(|r| r.starts_with("staging/uploads/"))
+                .is_some_and(|r| {
+                    r.starts_with("staging/uploads/") || r.starts_with("staging/leases/")
+                })
         };
         let markers: Vec<_> = page
             .delete_markers()
