@@ -20,25 +20,10 @@ use ecr_vault_engine::{
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_testkit::fixtures::{self, Blob, ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{new_vault, registry_client, registry_source};
-use ecr_vault_vault::{LockMode, LockPolicy, ScopeKind, Vault, VaultOptions};
-
-fn only(glob: &str) -> Filters {
-    Filters::new(FilterSpec {
-        repositories: vec![glob.to_owned()],
-        ..Default::default()
-    })
-    .unwrap()
-}
-
-fn opts(lock: LockPolicy) -> VaultOptions {
-    VaultOptions {
-        lock,
-        part_size: 5 * 1024 * 1024,
-        parts_in_flight: 4,
-        blob_storage_class: None,
-    }
-}
+use ecr_vault_tests::{
+    new_vault, only, registry_client, registry_source, restore_into_fresh, small_parts as opts,
+};
+use ecr_vault_vault::{LockMode, LockPolicy, ScopeKind, Vault};
 
 fn keep_last(n: usize) -> GcOptions {
     GcOptions {
@@ -106,26 +91,9 @@ async fn full_backup(source: &Source, vault: &Vault) -> ecr_vault_engine::Backup
 
 /// Restores `latest` into a fresh registry and returns reference → digest as skopeo reads it.
 async fn restore_latest(vault: &Vault, refs: &[String]) -> Vec<(String, String)> {
-    let fresh = Registry::start().await.unwrap();
-    let target = Source::Registry {
-        registry: registry_client(&fresh).unwrap(),
-    };
-    let r = restore(
-        vault,
-        &target,
-        &RestoreRequest {
-            snapshot: SnapshotSel::Latest,
-            filters: Filters::all(),
-            digests: vec![],
-            mapping: Mapping::default(),
-            dry_run: false,
-            concurrency: 2,
-        },
-        Arc::new(NoProgress),
-    )
-    .await
-    .unwrap();
-    assert!(r.failures.is_empty(), "{:#?}", r.failures);
+    let fresh = restore_into_fresh(vault, SnapshotSel::Latest)
+        .await
+        .unwrap();
     let mut out = Vec::new();
     for reference in refs {
         out.push((

@@ -29,15 +29,16 @@ use ecr_vault_engine::fanout::{self, FanoutInput, FanoutOptions, WorkImage};
 use ecr_vault_engine::gc::{GcOptions, gc};
 use ecr_vault_engine::lease::LeaseRequest;
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Listing, Mapping, NoProgress, PlanOptions, RestoreRequest,
-    SnapshotSel, Source, SourceImage, backup, backup_listing, backup_plan, latest, plan, restore,
-    verify,
+    BackupOptions, Listing, NoProgress, PlanOptions, SnapshotSel, Source, SourceImage, backup,
+    backup_listing, backup_plan, latest, plan, verify,
 };
 use ecr_vault_registry::{Digest, Manifest, RepoName, Tag};
 use ecr_vault_testkit::fixtures::{Blob, Generated, ImageBuilder, oci_layer};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{new_vault, registry_client, registry_source, sqs_client};
-use ecr_vault_vault::{LockMode, LockPolicy, ScopeKind, SnapshotId, Vault, VaultOptions};
+use ecr_vault_tests::{
+    new_vault, only, registry_source, restore_into_fresh, small_parts, sqs_client,
+};
+use ecr_vault_vault::{LockMode, LockPolicy, ScopeKind, SnapshotId, Vault};
 use futures::StreamExt as _;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
@@ -225,11 +226,7 @@ impl Model {
 
     async fn filtered(&mut self) {
         let repo = REPOS[self.rng.random_range(0..REPOS.len())];
-        let filters = Filters::new(FilterSpec {
-            repositories: vec![repo.to_owned()],
-            ..Default::default()
-        })
-        .unwrap();
+        let filters = only(repo);
         let r = backup(
             &self.source,
             &self.vault,
@@ -493,26 +490,9 @@ impl Model {
 
     async fn restore_latest(&self) {
         let (_, expected) = self.latest();
-        let fresh = Registry::start().await.unwrap();
-        let target = Source::Registry {
-            registry: registry_client(&fresh).unwrap(),
-        };
-        let r = restore(
-            &self.vault,
-            &target,
-            &RestoreRequest {
-                snapshot: SnapshotSel::Latest,
-                filters: Filters::all(),
-                digests: vec![],
-                mapping: Mapping::default(),
-                dry_run: false,
-                concurrency: 2,
-            },
-            Arc::new(NoProgress),
-        )
-        .await
-        .unwrap();
-        assert!(r.failures.is_empty(), "{:#?}", r.failures);
+        let fresh = restore_into_fresh(&self.vault, SnapshotSel::Latest)
+            .await
+            .unwrap();
         for (name, digest) in &expected {
             assert_eq!(
                 &skopeo_digest(&fresh, name).await.unwrap(),
@@ -559,12 +539,7 @@ async fn retention_holds_over_random_runs_gcs_and_registry_changes() {
     let vault = new_vault(
         &stack.s3,
         "model",
-        VaultOptions {
-            lock: LockPolicy::seconds(LockMode::Governance, 3, 1),
-            part_size: 5 * 1024 * 1024,
-            parts_in_flight: 4,
-            blob_storage_class: None,
-        },
+        small_parts(LockPolicy::seconds(LockMode::Governance, 3, 1)),
     )
     .await
     .unwrap();

@@ -63,6 +63,54 @@ pub fn ecr_source(ecr: aws_sdk_ecr::Client, data_plane: &Registry) -> Result<Sou
     Ok(Source::Ecr { ecr, registry })
 }
 
+/// Filters that select the repositories matching one glob.
+pub fn only(glob: &str) -> ecr_vault_engine::Filters {
+    match ecr_vault_engine::Filters::new(ecr_vault_engine::FilterSpec {
+        repositories: vec![glob.to_owned()],
+        ..Default::default()
+    }) {
+        Ok(f) => f,
+        Err(e) => panic!("filter {glob:?}: {e}"),
+    }
+}
+
+/// Vault options for tests: `lock`, 5 MiB parts, 4 in flight.
+pub fn small_parts(lock: LockPolicy) -> VaultOptions {
+    VaultOptions {
+        lock,
+        part_size: 5 * 1024 * 1024,
+        parts_in_flight: 4,
+        blob_storage_class: None,
+    }
+}
+
+/// Restores `sel` (everything it selects) into a fresh registry; fails on any failed image.
+pub async fn restore_into_fresh(
+    vault: &Vault,
+    sel: ecr_vault_engine::SnapshotSel,
+) -> Result<Registry> {
+    let fresh = Registry::start().await?;
+    let target = Source::Registry {
+        registry: registry_client(&fresh)?,
+    };
+    let r = ecr_vault_engine::restore(
+        vault,
+        &target,
+        &ecr_vault_engine::RestoreRequest {
+            snapshot: sel,
+            filters: ecr_vault_engine::Filters::all(),
+            digests: vec![],
+            mapping: ecr_vault_engine::Mapping::default(),
+            dry_run: false,
+            concurrency: 2,
+        },
+        Arc::new(ecr_vault_engine::NoProgress),
+    )
+    .await?;
+    ensure!(r.failures.is_empty(), "restore failed: {:#?}", r.failures);
+    Ok(fresh)
+}
+
 /// An SQS client for moto (the work queue of fan-out runs).
 pub fn sqs_client(stack: &ecr_vault_testkit::Stack) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()
