@@ -24,7 +24,7 @@ use ecr_vault_engine::fanout::{
     self, FanoutInput, FanoutOptions, Finalised, PendingReport, RunManifest, Unavailable,
     WorkImage, WorkReport, finalise_pending, read_manifest,
 };
-use ecr_vault_engine::metrics::backup_emf;
+use ecr_vault_engine::metrics::{backup_emf, finalised_emf, work_emf};
 use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, Listing, NoProgress, PlanOptions, RegistryConfig,
     Source, SourceImage, backup, backup_listing, backup_plan, open_source, open_vault, plan,
@@ -147,10 +147,17 @@ impl App {
     /// Prints the run's metrics as one EMF line on stdout.
     fn emit_metrics(&self, report: &BackupReport, trigger: &str) {
         let now = chrono::Utc::now().timestamp_millis();
+        let full = is_full_snapshot(trigger, report);
         println!(
             "{}",
-            backup_emf(report, &self.cfg.function_name, trigger, now)
+            backup_emf(report, &self.cfg.function_name, trigger, full, now)
         );
+    }
+
+    /// The metrics of fanned-out runs finalised by this scheduled invocation.
+    fn emit_finalised(&self, f: &Finalised) {
+        let now = chrono::Utc::now().timestamp_millis();
+        println!("{}", finalised_emf(f, &self.cfg.function_name, now));
     }
 
     fn fanout_options(&self) -> Option<FanoutOptions> {
@@ -183,7 +190,10 @@ impl App {
                 PendingReport::default()
             }
         };
-        earlier.finalised.iter().for_each(log_finalised);
+        for f in &earlier.finalised {
+            log_finalised(f);
+            self.emit_finalised(f);
+        }
         // The planner decides the cohort: only new images, and unchanged ones whose locks
         // need a look, are work; the rest are carried without a request.
         let plan_opts = PlanOptions {
@@ -591,6 +601,8 @@ impl App {
                         }
                     }
                     log_work(run, &report);
+                    let now = chrono::Utc::now().timestamp_millis();
+                    println!("{}", work_emf(&report, &self.cfg.function_name, now));
                 }
                 Err(e) => {
                     tracing::error!(run, error = %e, "work items of a fanned-out run failed");
@@ -763,6 +775,14 @@ fn not_run(trigger: &str, skip: Failure) -> Value {
     summary(&report, trigger)
 }
 
+/// Whether a run wrote a full snapshot, for the `FullSnapshots` metric and the alarm that
+/// fires when none is written for 26 hours: a complete scheduled run. (Push and work-item runs
+/// capture a few images; an incomplete run misses some.) The one place that decides it, so it
+/// can follow the snapshot's own scope once the engine records one.
+fn is_full_snapshot(trigger: &str, report: &BackupReport) -> bool {
+    trigger == "scheduled" && report.complete && report.snapshot.is_some()
+}
+
 /// The run report as the response: `trigger` plus every field of the report.
 fn summary(report: &BackupReport, trigger: &str) -> Value {
     let mut v = serde_json::to_value(report).unwrap_or_else(|e| json!({"error": e.to_string()}));
@@ -798,6 +818,30 @@ fn log_report(r: &BackupReport, trigger: &str) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_complete_scheduled_run_with_a_snapshot_is_full() {
+        let mut r = BackupReport {
+            snapshot: Some(SnapshotId::parse("20261124T020000000Z-abc123").unwrap()),
+            snapshot_key: None,
+            complete: true,
+            counts: Counts::default(),
+            failures: Vec::new(),
+            skipped: Vec::new(),
+            deferred: Vec::new(),
+            warnings: Vec::new(),
+            duration_ms: 0,
+            cost: None,
+        };
+        assert!(is_full_snapshot("scheduled", &r));
+        assert!(!is_full_snapshot("push", &r));
+        assert!(!is_full_snapshot("work-item", &r));
+        r.complete = false;
+        assert!(!is_full_snapshot("scheduled", &r));
+        r.complete = true;
+        r.snapshot = None;
+        assert!(!is_full_snapshot("scheduled", &r));
+    }
 
     #[test]
     fn a_real_deadline_is_kept_and_a_past_one_means_the_maximum() {
