@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn drills_on_its_day_or_when_forced() {
-        let c = cfg(&[("ECR_VAULT_BUCKET", "v")]).unwrap();
+        let c = cfg(&[("ECR_VAULT_BUCKET", "my-vault")]).unwrap();
         assert_eq!((c.sample, c.day_of_month), (5, 1));
         let first = Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap();
         let second = Utc.with_ymd_and_hms(2026, 12, 2, 6, 0, 0).unwrap();
@@ -114,7 +114,7 @@ mod tests {
         let forced = DrillEvent::parse(serde_json::json!({"force": true})).unwrap();
         assert!(c.due(&forced, second));
         let daily = cfg(&[
-            ("ECR_VAULT_BUCKET", "v"),
+            ("ECR_VAULT_BUCKET", "my-vault"),
             ("ECR_VAULT_DRILL_DAY_OF_MONTH", "0"),
         ])
         .unwrap();
@@ -130,7 +130,7 @@ mod tests {
             ("ECR_VAULT_DRILL_DAY_OF_MONTH", "31"),
         ] {
             assert!(
-                cfg(&[("ECR_VAULT_BUCKET", "v"), (k, v)]).is_err(),
+                cfg(&[("ECR_VAULT_BUCKET", "my-vault"), (k, v)]).is_err(),
                 "{k}={v}"
             );
         }
