@@ -75,11 +75,10 @@ pub fn backup_emf(
 
 /// One EMF document for a batch of work items of a fanned-out run: what this batch copied,
 /// `ImagesFailed` counting only images failed for good (a failed delivery is retried and is
-/// not yet a failure), and `FullSnapshots` = 1 when this batch finished the run complete and
-/// wrote its snapshot.
-pub fn work_emf(report: &WorkReport, function_name: &str, timestamp_ms: i64) -> String {
+/// not yet a failure), and `FullSnapshots` = 1 when `full` (the caller decides: this batch
+/// finished the run complete and wrote its snapshot).
+pub fn work_emf(report: &WorkReport, function_name: &str, full: bool, timestamp_ms: i64) -> String {
     let c = &report.counts;
-    let full = report.finalised.as_ref().is_some_and(finalised_full);
     let mut props = Map::new();
     props.insert("trigger".into(), Value::from("work-item"));
     props.insert(
@@ -106,8 +105,8 @@ pub fn work_emf(report: &WorkReport, function_name: &str, timestamp_ms: i64) -> 
 }
 
 /// One EMF document for a fanned-out run finalised by a later scheduled invocation (complete,
-/// or timed out and written without its failed images): `FullSnapshots` as for a run.
-pub fn finalised_emf(f: &Finalised, function_name: &str, timestamp_ms: i64) -> String {
+/// or timed out and written without its failed images): `FullSnapshots` = 1 when `full`.
+pub fn finalised_emf(f: &Finalised, function_name: &str, full: bool, timestamp_ms: i64) -> String {
     let mut props = Map::new();
     props.insert("trigger".into(), Value::from("scheduled"));
     props.insert("snapshot".into(), Value::from(f.run.as_str()));
@@ -115,15 +114,9 @@ pub fn finalised_emf(f: &Finalised, function_name: &str, timestamp_ms: i64) -> S
     emf(
         function_name,
         timestamp_ms,
-        &[("FullSnapshots", "Count", u64::from(finalised_full(f)))],
+        &[("FullSnapshots", "Count", u64::from(full))],
         props,
     )
-}
-
-/// A fanned-out run is a scheduled one; its snapshot is full when complete, and counted once,
-/// by whoever wrote it.
-fn finalised_full(f: &Finalised) -> bool {
-    f.complete && f.written
 }
 
 /// One EMF document for a restore: `ImagesRestored`, `ImagesFailed` (failures in the report:

@@ -147,7 +147,7 @@ impl App {
     /// Prints the run's metrics as one EMF line on stdout.
     fn emit_metrics(&self, report: &BackupReport, trigger: &str) {
         let now = chrono::Utc::now().timestamp_millis();
-        let full = is_full_snapshot(trigger, report);
+        let full = is_full_snapshot(trigger, report.complete, report.snapshot.is_some());
         println!(
             "{}",
             backup_emf(report, &self.cfg.function_name, trigger, full, now)
@@ -157,7 +157,9 @@ impl App {
     /// The metrics of fanned-out runs finalised by this scheduled invocation.
     fn emit_finalised(&self, f: &Finalised) {
         let now = chrono::Utc::now().timestamp_millis();
-        println!("{}", finalised_emf(f, &self.cfg.function_name, now));
+        // A fanned-out run is a scheduled one; counted once, by whoever wrote its snapshot.
+        let full = is_full_snapshot("scheduled", f.complete, f.written);
+        println!("{}", finalised_emf(f, &self.cfg.function_name, full, now));
     }
 
     fn fanout_options(&self) -> Option<FanoutOptions> {
@@ -602,7 +604,11 @@ impl App {
                     }
                     log_work(run, &report);
                     let now = chrono::Utc::now().timestamp_millis();
-                    println!("{}", work_emf(&report, &self.cfg.function_name, now));
+                    let full = report
+                        .finalised
+                        .as_ref()
+                        .is_some_and(|f| is_full_snapshot("scheduled", f.complete, f.written));
+                    println!("{}", work_emf(&report, &self.cfg.function_name, full, now));
                 }
                 Err(e) => {
                     tracing::error!(run, error = %e, "work items of a fanned-out run failed");
@@ -776,11 +782,12 @@ fn not_run(trigger: &str, skip: Failure) -> Value {
 }
 
 /// Whether a run wrote a full snapshot, for the `FullSnapshots` metric and the alarm that
-/// fires when none is written for 26 hours: a complete scheduled run. (Push and work-item runs
-/// capture a few images; an incomplete run misses some.) The one place that decides it, so it
-/// can follow the snapshot's own scope once the engine records one.
-fn is_full_snapshot(trigger: &str, report: &BackupReport) -> bool {
-    trigger == "scheduled" && report.complete && report.snapshot.is_some()
+/// fires when none is written for 26 hours: a complete scheduled run (fanned-out runs are
+/// scheduled ones) whose snapshot this invocation wrote. Push and work-item runs capture a few
+/// images; an incomplete run misses some. The one place that decides it, for inline and
+/// fanned-out runs alike, so it can follow the snapshot's own scope once the engine records one.
+fn is_full_snapshot(trigger: &str, complete: bool, snapshot_written: bool) -> bool {
+    trigger == "scheduled" && complete && snapshot_written
 }
 
 /// The run report as the response: `trigger` plus every field of the report.
@@ -820,27 +827,15 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn only_a_complete_scheduled_run_with_a_snapshot_is_full() {
-        let mut r = BackupReport {
-            snapshot: Some(SnapshotId::parse("20261124T020000000Z-abc123").unwrap()),
-            snapshot_key: None,
-            complete: true,
-            counts: Counts::default(),
-            failures: Vec::new(),
-            skipped: Vec::new(),
-            deferred: Vec::new(),
-            warnings: Vec::new(),
-            duration_ms: 0,
-            cost: None,
-        };
-        assert!(is_full_snapshot("scheduled", &r));
-        assert!(!is_full_snapshot("push", &r));
-        assert!(!is_full_snapshot("work-item", &r));
-        r.complete = false;
-        assert!(!is_full_snapshot("scheduled", &r));
-        r.complete = true;
-        r.snapshot = None;
-        assert!(!is_full_snapshot("scheduled", &r));
+    fn only_a_complete_scheduled_run_that_wrote_its_snapshot_is_full() {
+        assert!(is_full_snapshot("scheduled", true, true));
+        assert!(!is_full_snapshot("push", true, true));
+        assert!(!is_full_snapshot("work-item", true, true));
+        assert!(!is_full_snapshot("scheduled", false, true), "incomplete");
+        assert!(
+            !is_full_snapshot("scheduled", true, false),
+            "written by another worker"
+        );
     }
 
     #[test]
