@@ -1082,6 +1082,7 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
         ("BackupFunction", "BackupRole"),
         ("RestoreFunction", "RestoreRole"),
         ("GcFunction", "GcRole"),
+        ("DrillFunction", "DrillRole"),
     ] {
         let props = &resources(&t)[func]["Properties"];
         assert!(
@@ -1097,7 +1098,13 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
     for (name, res) in resources(&t) {
         if res["Type"] == "AWS::Serverless::Function" {
             assert!(
-                ["BackupFunction", "RestoreFunction", "GcFunction"].contains(&name.as_str()),
+                [
+                    "BackupFunction",
+                    "RestoreFunction",
+                    "GcFunction",
+                    "DrillFunction"
+                ]
+                .contains(&name.as_str()),
                 "unexpected function {name}: give it a checked role"
             );
         }
@@ -2124,4 +2131,307 @@ async fn moto_enforcing_the_generated_role_policies_refuses_what_the_table_denie
         errors.join("\n"),
         seen.join("\n  ")
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Operations (issue 18): alarms, the restore failure destination
+// ------------------------------------------------------------------------------------------
+
+/// Alarms whose silence is the failure: missing data breaches. Every other alarm watches a
+/// failure count, where missing data means nothing failed.
+const SILENCE_ALARMS: &[&str] = &["NoFullSnapshotAlarm", "DrillOverdueAlarm"];
+
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_only_silence_alarms_breach_on_missing_data() {
+    let (t, _) = app();
+    let topic = json!([{"Ref": "AlarmTopic"}]);
+    let mut alarms = 0;
+    for (name, res) in resources(&t) {
+        if res["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let p = &res["Properties"];
+        assert_eq!(p["AlarmActions"], topic, "{name}: alarm actions");
+        assert_eq!(p["OKActions"], topic, "{name}: OK actions");
+        let expected = if SILENCE_ALARMS.contains(&name.as_str()) {
+            "breaching"
+        } else {
+            "notBreaching"
+        };
+        assert_eq!(p["TreatMissingData"], expected, "{name}");
+    }
+    assert!(alarms >= 8, "only {alarms} alarms");
+    let silence = &resources(&t)["NoFullSnapshotAlarm"]["Properties"];
+    assert_eq!(silence["MetricName"], "FullSnapshots");
+    assert_eq!(silence["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(silence["Threshold"], 1);
+    // Every evaluated period must lack a full snapshot: a datapoint anywhere in the window
+    // keeps the alarm quiet.
+    assert_eq!(silence["EvaluationPeriods"], silence["DatapointsToAlarm"]);
+}
+
+#[test]
+fn failed_asynchronous_restores_go_to_the_alarm_topic_which_the_restore_role_may_publish_to_only() {
+    let (t, r) = app();
+    let dest = &resources(&t)["RestoreFunction"]["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+        ["OnFailure"];
+    assert_eq!(dest["Type"], "SNS");
+    assert_eq!(dest["Destination"], json!({"Ref": "AlarmTopic"}));
+    let p = role_policy(&t, &r, "RestoreRole");
+    assert_eq!(
+        p.decide(&Request::new("sns:Publish", "{AlarmTopic}")),
+        Decision::Allowed
+    );
+    for (action, res) in [
+        (
+            "sns:Publish",
+            "arn:aws:sns:us-east-1:123456789012:someone-elses-topic",
+        ),
+        ("sns:Subscribe", "{AlarmTopic}"),
+        ("sns:SetTopicAttributes", "{AlarmTopic}"),
+    ] {
+        assert_ne!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    // The restore role's table still holds with the destination policy attached.
+    assert_no_findings(restore_role_findings(&p));
+}
+
+const DRILL_REPO_ARN: &str =
+    "arn:aws:ecr:us-east-1:123456789012:repository/ecr-vault-drill/20261201-060000/team/app";
+
+#[test]
+fn drill_role_deletes_only_under_the_scratch_prefix() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "DrillRole");
+    for action in ["ecr:BatchDeleteImage", "ecr:DeleteRepository"] {
+        assert_eq!(
+            p.decide(&Request::new(action, DRILL_REPO_ARN)),
+            Decision::Allowed,
+            "{action} under the prefix"
+        );
+        for elsewhere in [
+            SOURCE_REPO_ARN,
+            RESTORE_REPO_ARN,
+            // Look-alikes: a sibling name, and the prefix in another region or account.
+            "arn:aws:ecr:us-east-1:123456789012:repository/ecr-vault-drill-evil/team/app",
+            "arn:aws:ecr:us-east-1:123456789012:repository/team/ecr-vault-drill/app",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/ecr-vault-drill/x/team/app",
+            "arn:aws:ecr:us-east-1:999999999999:repository/ecr-vault-drill/x/team/app",
+        ] {
+            assert_ne!(
+                p.decide(&Request::new(action, elsewhere)),
+                Decision::Allowed,
+                "{action} on {elsewhere}"
+            );
+        }
+    }
+    // It restores into the scratch prefix and nowhere else.
+    for action in [
+        "ecr:CreateRepository",
+        "ecr:PutImage",
+        "ecr:CompleteLayerUpload",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, DRILL_REPO_ARN)),
+            Decision::Allowed,
+            "{action}"
+        );
+        assert_ne!(
+            p.decide(&Request::new(action, SOURCE_REPO_ARN)),
+            Decision::Allowed,
+            "{action} outside the prefix"
+        );
+    }
+}
+
+#[test]
+fn drill_role_reads_the_vault_and_cannot_write_or_delete_in_s3() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "DrillRole");
+    for (action, res) in [
+        ("s3:GetObject", BLOB_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("ecr:GetAuthorizationToken", "*"),
+        ("sns:Publish", "{AlarmTopic}"),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    for action in S3_WRITES {
+        for res in [BLOB_ARN, BUCKET_ARN] {
+            assert_ne!(
+                p.decide(&Request::new(action, res)),
+                Decision::Allowed,
+                "{action} on {res}"
+            );
+        }
+    }
+    for action in [
+        "s3:PutObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, BLOB_ARN)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+    assert_ne!(
+        p.decide(&Request::new(
+            "sns:Publish",
+            "arn:aws:sns:us-east-1:123456789012:other"
+        )),
+        Decision::Allowed
+    );
+}
+
+const REPLICA_ARN: &str = "arn:aws:s3:::vault-replica";
+
+/// The app template rendered with a second-copy bucket.
+fn app_with_replica() -> (Json, Renderer) {
+    let t = load_template("template.yaml");
+    let r = Renderer::new(
+        &t,
+        &[
+            ("VaultBucket", VAULT),
+            ("VaultBucketName", VAULT),
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultPrefix", "ecr/"),
+            ("ReplicaBucketArn", REPLICA_ARN),
+        ],
+    );
+    (t, r)
+}
+
+#[test]
+fn replication_role_reads_new_vault_versions_and_writes_replicas_but_never_deletes() {
+    let (t, r) = app_with_replica();
+    let trust = &resources(&t)["ReplicationRole"]["Properties"]["AssumeRolePolicyDocument"];
+    assert_eq!(
+        trust["Statement"][0]["Principal"],
+        json!({"Service": "s3.amazonaws.com"})
+    );
+    let p = role_policy(&t, &r, "ReplicationRole");
+    let replica_blob = "arn:aws:s3:::vault-replica/ecr/blobs/sha256/0a1b2c";
+    for (action, res) in [
+        ("s3:GetReplicationConfiguration", BUCKET_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("s3:GetObjectVersionForReplication", BLOB_ARN),
+        ("s3:GetObjectRetention", BLOB_ARN),
+        ("s3:GetObjectLegalHold", BLOB_ARN),
+        ("s3:ReplicateObject", replica_blob),
+        ("s3:ReplicateTags", replica_blob),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    // Never a delete or a weaker lock, on either side.
+    for action in [
+        "s3:ReplicateDelete",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+        "s3:PutObjectRetention",
+        "s3:PutObject",
+    ] {
+        for res in [BLOB_ARN, replica_blob] {
+            assert_eq!(
+                p.decide(&Request::new(action, res)),
+                Decision::ExplicitlyDenied,
+                "{action} on {res}"
+            );
+        }
+    }
+    for action in ["s3:PutBucketObjectLockConfiguration", "s3:PutBucketPolicy"] {
+        for res in [BUCKET_ARN, REPLICA_ARN] {
+            assert_eq!(
+                p.decide(&Request::new(action, res)),
+                Decision::ExplicitlyDenied,
+                "{action} on {res}"
+            );
+        }
+    }
+    // Only the vault prefix, only the two buckets.
+    for (action, res) in [
+        (
+            "s3:GetObjectVersionForReplication",
+            "arn:aws:s3:::vault-bucket/other/x",
+        ),
+        (
+            "s3:GetObjectVersionForReplication",
+            "arn:aws:s3:::another-bucket/ecr/x",
+        ),
+        ("s3:ReplicateObject", "arn:aws:s3:::another-bucket/ecr/x"),
+        ("s3:ReplicateObject", "arn:aws:s3:::vault-replica/other/x"),
+        ("s3:GetObject", BLOB_ARN),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::ImplicitlyDenied,
+            "{action} on {res}"
+        );
+    }
+    // The vault bucket replicates with this role, new versions only, deletions never.
+    let repl = &resources(&t)["VaultBucket"]["Properties"]["ReplicationConfiguration"];
+    let on = &repl["Fn::If"][1];
+    assert_eq!(
+        on["Role"],
+        json!({"Fn::GetAtt": ["ReplicationRole", "Arn"]})
+    );
+    assert_eq!(
+        on["Rules"][0]["DeleteMarkerReplication"]["Status"],
+        "Disabled"
+    );
+    assert_eq!(
+        repl["Fn::If"][2],
+        json!({"Ref": "AWS::NoValue"}),
+        "off by default"
+    );
+}
+
+#[test]
+fn alarm_topic_policy_admits_this_account_and_its_alarm_and_rule_services_only() {
+    let (t, r) = app();
+    let res = &resources(&t)["AlarmTopicPolicy"];
+    assert_eq!(res["Condition"], "AuditTrailEnabled");
+    let doc = &res["Properties"]["PolicyDocument"];
+    let p = policy_from_document(&r, "AlarmTopicPolicy", doc);
+    let publish = |principal: &str, account: &str| {
+        p.decide(&Request::new("sns:Publish", "{AlarmTopic}").by(principal, account))
+    };
+    assert_eq!(
+        publish("arn:aws:iam::123456789012:role/ops", "123456789012"),
+        Decision::Allowed
+    );
+    assert_eq!(
+        publish("arn:aws:iam::999999999999:role/else", "999999999999"),
+        Decision::ImplicitlyDenied,
+        "another account may not publish to (or read) the alarms"
+    );
+    // Service principals are each bound to this account or to the vault-changes rule.
+    for s in doc["Statement"].as_array().unwrap() {
+        if let Some(service) = s["Principal"].get("Service") {
+            let cond = &s["Condition"];
+            let bound = cond["StringEquals"].get("aws:SourceAccount").is_some()
+                || cond["ArnEquals"].get("aws:SourceArn").is_some();
+            assert!(
+                bound,
+                "{service} may publish without a source condition: {s}"
+            );
+        }
+        assert_ne!(s["Principal"], json!("*"), "{s}");
+        assert_ne!(s["Principal"], json!({"AWS": "*"}), "{s}");
+    }
 }

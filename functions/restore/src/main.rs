@@ -1,14 +1,20 @@
 //! Restore function: a JSON restore request in, a JSON report out. A thin adapter: the
 //! request is validated here and everything else is `ecr_vault_engine::restore`.
+//!
+//! Every restore prints its metrics (one EMF line). A restore whose report lists failures
+//! ends as failed, with the report in the error: Lambda's `Errors` metric, the restore alarms
+//! and, for asynchronous invocations, the OnFailure destination all see a partial restore.
 
 use std::sync::Arc;
 
+use ecr_vault_engine::metrics::restore_emf;
 use ecr_vault_engine::{
     NoProgress, RegistryConfig, aws_config, open_source, open_vault_at, vault_uri,
 };
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
+use ecr_vault_restore_fn::report::{FnError, failure_message};
 use ecr_vault_restore_fn::request::Request;
 
 struct Config {
@@ -40,7 +46,10 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let config = config.clone();
         let sdk = sdk.clone();
-        async move { handle(&config, &sdk, event.payload).await }
+        async move {
+            let function_name = event.context.env_config.function_name.clone();
+            handle(&config, &sdk, &function_name, event.payload).await
+        }
     }))
     .await
 }
@@ -48,13 +57,15 @@ async fn main() -> Result<(), Error> {
 async fn handle(
     config: &Config,
     sdk: &aws_config::SdkConfig,
+    function_name: &str,
     payload: Value,
-) -> Result<Value, Error> {
-    let req = Request::parse(payload).map_err(Error::from)?;
+) -> Result<Value, FnError> {
+    let req = Request::parse(payload).map_err(|e| FnError::new("InvalidRequest", e))?;
     let engine_req = req
         .engine_request()
-        .map_err(|e| Error::from(e.to_string()))?;
-    let vault = open_vault_at(sdk, &config.vault_uri).map_err(|e| Error::from(e.to_string()))?;
+        .map_err(|e| FnError::new("InvalidRequest", e.to_string()))?;
+    let engine = |e: ecr_vault_engine::EngineError| FnError::new("EngineError", e.to_string());
+    let vault = open_vault_at(sdk, &config.vault_uri).map_err(engine)?;
     // The target may be another region or account: a per-request SDK config.
     let target_sdk = match &req.target.region {
         Some(r) => sdk
@@ -77,10 +88,12 @@ async fn handle(
     };
     let target = open_source(&target_sdk, &target_cfg)
         .await
-        .map_err(|e| Error::from(format!("target registry: {e}")))?;
+        .map_err(|e| FnError::new("EngineError", format!("target registry: {e}")))?;
     let report = ecr_vault_engine::restore(&vault, &target, &engine_req, Arc::new(NoProgress))
         .await
-        .map_err(|e| Error::from(e.to_string()))?;
+        .map_err(engine)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    println!("{}", restore_emf(&report, function_name, now));
     tracing::info!(
         images = report.images,
         bytes = report.bytes_pushed,
@@ -88,5 +101,10 @@ async fn handle(
         dry_run = report.dry_run,
         "restore finished"
     );
-    Ok(serde_json::to_value(&report)?)
+    if report.failed() {
+        let message = failure_message(&report);
+        tracing::error!(report = %message, "restore finished with failures");
+        return Err(FnError::new("RestoreFailed", message));
+    }
+    serde_json::to_value(&report).map_err(|e| FnError::new("EngineError", e.to_string()))
 }
