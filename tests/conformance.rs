@@ -549,8 +549,9 @@ fn deployments(bucket: &str, mode: LockMode) -> Vec<Deployment> {
             .unwrap(),
     });
 
-    // Separate vault account: backup and restore roles from the source account, GC as the
-    // vault account's maintenance role (docs/deploy.md), a break-glass role there.
+    // Separate vault account with its own KMS key: backup and restore roles from the source
+    // account, GC as the vault account's maintenance role (docs/deploy.md), a break-glass role
+    // there.
     let backup_arn = role_arn(APP_ACCOUNT, "BackupRole");
     let restore_arn = role_arn(APP_ACCOUNT, "RestoreRole");
     let maint_arn = role_arn(VAULT_ACCOUNT, "GcRole");
@@ -565,13 +566,20 @@ fn deployments(bucket: &str, mode: LockMode) -> Vec<Deployment> {
         ("RestorePrincipalArn", &restore_arn),
         ("MaintenancePrincipalArn", &maint_arn),
         ("BreakGlassPrincipalArn", &vault_break_glass),
+        (
+            "VaultKey.Arn",
+            "arn:aws:kms:us-east-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ),
     ];
     let vr = Renderer::new(&vault_t, &vault_subs).with_conditions(&[
         ("HasRestorePrincipal", true),
         ("HasMaintenancePrincipal", true),
         ("HasBreakGlassPrincipal", true),
         ("ConditionalBlobWrites", true),
+        // With the vault's own key: its bucket guards must admit the code's writes too.
+        ("CreateKey", true),
         ("HasKmsKey", false),
+        ("UseKms", true),
     ]);
     // The source stack's roles point at the existing bucket.
     let mut src_conditions = app_conditions.to_vec();
@@ -701,6 +709,15 @@ fn harmful(mode: LockMode, max_days: u64) -> Vec<(String, Call)> {
             write(&format!("{PREFIX}/{rel}"), pinned, None, "5"),
         ));
     }
+    let mut sse_c = write(&blob, pinned, Some("*"), "5");
+    sse_c.keys.insert(
+        "s3:x-amz-server-side-encryption-customer-algorithm".into(),
+        Some("AES256".into()),
+    );
+    out.push((
+        "write with a customer-provided key (SSE-C)".to_owned(),
+        sse_c,
+    ));
     for action in [
         "s3:PutBucketPolicy",
         "s3:DeleteBucketPolicy",

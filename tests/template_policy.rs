@@ -811,6 +811,146 @@ fn vault_grants_nothing_to_other_principals() {
     }
 }
 
+const KEY_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const BREAK_GLASS: &str = "arn:aws:iam::123456789012:role/break-glass";
+
+/// The vault template with its own key, a restore principal and a break-glass role.
+fn vault_with_key() -> (Json, Renderer) {
+    let t = load_template("templates/vault-account.yaml");
+    let r = Renderer::new(
+        &t,
+        &[
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultBucket", VAULT),
+            ("VaultPrefix", "ecr/"),
+            ("VaultKey.Arn", KEY_ARN),
+            (
+                "BackupPrincipalArn",
+                "arn:aws:iam::111111111111:role/ecr-vault/BackupRole",
+            ),
+            (
+                "RestorePrincipalArn",
+                "arn:aws:iam::111111111111:role/ecr-vault/RestoreRole",
+            ),
+            ("BreakGlassPrincipalArn", BREAK_GLASS),
+        ],
+    )
+    .with_conditions(&[
+        ("CreateKey", true),
+        ("HasKmsKey", false),
+        ("UseKms", true),
+        ("HasRestorePrincipal", true),
+        ("HasBreakGlassPrincipal", true),
+    ]);
+    (t, r)
+}
+
+#[test]
+fn vault_key_cannot_be_deleted_disabled_or_re_owned_except_by_break_glass() {
+    let (t, r) = vault_with_key();
+    let key = &resources(&t)["VaultKey"];
+    assert_eq!(key["DeletionPolicy"], "Retain");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let p = policy_from_document(&r, "VaultKey", &key["Properties"]["KeyPolicy"]);
+    let admin = "arn:aws:iam::123456789012:role/admin";
+    let backup = "arn:aws:iam::111111111111:role/ecr-vault/BackupRole";
+    for action in [
+        "kms:ScheduleKeyDeletion",
+        "kms:DisableKey",
+        "kms:PutKeyPolicy",
+    ] {
+        for who in [admin, backup] {
+            let account = who.split(':').nth(4).unwrap();
+            let req = Request::new(action, KEY_ARN).by(who, account);
+            assert_eq!(
+                p.decide(&req),
+                Decision::ExplicitlyDenied,
+                "{action} by {who}"
+            );
+            assert_eq!(p.denying_sid(&req).as_deref(), Some("DenyKeyDestruction"));
+        }
+        let req = Request::new(action, KEY_ARN).by(BREAK_GLASS, "123456789012");
+        assert_eq!(p.decide(&req), Decision::Allowed, "{action} by break glass");
+    }
+    // The backup role encrypts and decrypts through S3 only; the restore role only decrypts.
+    let via_s3 = |a: &str, who: &str| {
+        Request::new(a, KEY_ARN)
+            .by(who, "111111111111")
+            .with_key("kms:ViaService", Some("s3.us-east-1.amazonaws.com"))
+    };
+    assert_eq!(
+        p.decide(&via_s3("kms:GenerateDataKey", backup)),
+        Decision::Allowed
+    );
+    assert_eq!(p.decide(&via_s3("kms:Decrypt", backup)), Decision::Allowed);
+    let direct = Request::new("kms:Decrypt", KEY_ARN)
+        .by(backup, "111111111111")
+        .with_key("kms:ViaService", None);
+    assert_eq!(p.decide(&direct), Decision::ImplicitlyDenied);
+    let restore = "arn:aws:iam::111111111111:role/ecr-vault/RestoreRole";
+    assert_eq!(p.decide(&via_s3("kms:Decrypt", restore)), Decision::Allowed);
+    assert_eq!(
+        p.decide(&via_s3("kms:GenerateDataKey", restore)),
+        Decision::ImplicitlyDenied
+    );
+}
+
+#[test]
+fn vault_bucket_refuses_customer_provided_keys_and_other_kms_keys() {
+    let (t, r) = vault_with_key();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let write = || {
+        Request::new("s3:PutObject", BLOB_ARN)
+            .by(
+                "arn:aws:iam::111111111111:role/ecr-vault/BackupRole",
+                "111111111111",
+            )
+            .with_key("s3:object-lock-remaining-retention-days", Some("9"))
+            .with_key("s3:object-lock-mode", Some("COMPLIANCE"))
+            .with_key("s3:if-none-match", Some("*"))
+            .with_key("s3:ObjectCreationOperation", Some("true"))
+    };
+    let plain = write()
+        .with_key("s3:x-amz-server-side-encryption-customer-algorithm", None)
+        .with_key("s3:x-amz-server-side-encryption", None)
+        .with_key("s3:x-amz-server-side-encryption-aws-kms-key-id", None);
+    assert_eq!(p.decide(&plain), Decision::Allowed, "the code's own write");
+    for (key, value, sid) in [
+        (
+            "s3:x-amz-server-side-encryption-customer-algorithm",
+            "AES256",
+            "DenyCustomerProvidedKeys",
+        ),
+        (
+            "s3:x-amz-server-side-encryption",
+            "AES256",
+            "DenyOtherEncryption",
+        ),
+        (
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+            "arn:aws:kms:us-east-1:999999999999:key/attacker",
+            "DenyOtherKmsKey",
+        ),
+    ] {
+        let req = plain.clone().with_key(key, Some(value));
+        assert_eq!(p.decide(&req), Decision::ExplicitlyDenied, "{key}");
+        assert_eq!(p.denying_sid(&req).as_deref(), Some(sid), "{key}");
+    }
+    // The single-account bucket refuses SSE-C as well.
+    let (app_t, app_r) = app();
+    let app_p = bucket_policy(&app_t, &app_r, "VaultBucketPolicy");
+    let sse_c = Request::new("s3:PutObject", BLOB_ARN)
+        .by("arn:aws:iam::123456789012:role/admin", "123456789012")
+        .with_key(
+            "s3:x-amz-server-side-encryption-customer-algorithm",
+            Some("AES256"),
+        );
+    assert_eq!(
+        app_p.denying_sid(&sse_c).as_deref(),
+        Some("DenyCustomerProvidedKeys")
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Negative tests: the checker must notice a bad change
 // ------------------------------------------------------------------------------------------
