@@ -2,13 +2,16 @@
 //! policies we ship, and every harmful request is denied, naming the statement that denies it
 //! (issue 13, docs/decisions/0008).
 //!
-//! - **Recorded, not listed.** A realistic run on the real stack (SeaweedFS with Object Lock)
-//!   goes through the fault proxy, one proxy per role, which records each request's method,
-//!   key and the headers S3 authorizes writes by (lock mode and date, `If-None-Match`,
-//!   checksum): a backup whose multipart upload is cut at its deadline and resumed by the next
-//!   run (staging record, CreateMultipartUpload/UploadPart/Complete), a restore into a fresh
-//!   registry, and GC with apply deleting an expired orphan version. Both lock modes: the code
-//!   runs with the mode the policy is deployed with.
+//! - **Recorded, not listed.** A realistic run on the real stack (SeaweedFS with Object Lock,
+//!   moto as ECR's API, registries as ECR's data plane) goes through the fault proxy, one set
+//!   of proxies per role, which records each request's method, key and the headers S3
+//!   authorizes writes by (lock mode and date, `If-None-Match`, checksum) or the ECR operation
+//!   (`X-Amz-Target`): a backup from ECR whose multipart upload is cut at its deadline and
+//!   resumed by the next run (staging record, CreateMultipartUpload/UploadPart/Complete), a
+//!   restore into ECR under new names (CreateRepository, layer uploads, PutImage), and GC with
+//!   apply deleting an expired orphan version. Both lock modes: the code runs with the mode the
+//!   policy is deployed with. ECR calls are judged against the role's own policy (ECR of its
+//!   account), API calls on a repository of the account (the name is in the body, not kept).
 //! - **Judged by one evaluator** (`ecr_vault_testkit::iam`, shared with `template_policy.rs`):
 //!   each request as the role it runs as, against that role's policy from `template.yaml` and
 //!   the bucket policy of `template.yaml` (same account) and of `templates/vault-account.yaml`
@@ -32,6 +35,7 @@ use ecr_vault_engine::{
     restore,
 };
 use ecr_vault_registry::Digest;
+use ecr_vault_testkit::Moto;
 use ecr_vault_testkit::faultproxy::RequestRecord;
 use ecr_vault_testkit::fixtures::ImageBuilder;
 use ecr_vault_testkit::iam::{
@@ -39,7 +43,7 @@ use ecr_vault_testkit::iam::{
 };
 use ecr_vault_testkit::s3::s3_client;
 use ecr_vault_testkit::{Fault, FaultProxy, Registry, Rule, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::registry_source;
+use ecr_vault_tests::ecr_source;
 use ecr_vault_vault::{LockMode, LockPolicy, Vault, VaultLocation, VaultOptions};
 use serde_json::json;
 
@@ -119,7 +123,29 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
         .push(&stack.registry, &format!("{ns}/big"), &["v1"])
         .await
         .unwrap();
-    let source = registry_source(&stack.registry).unwrap();
+    // Backed up from ECR (moto's API, the stack's registry as data plane) and restored into
+    // ECR (moto, a fresh registry), each through recording proxies of the role's own.
+    for p in [&small, &big] {
+        stack.moto.register_pushed(p).await.unwrap();
+    }
+    let moto = stack.moto.endpoint();
+    let fresh = Registry::start().await.unwrap();
+    let (source_url, fresh_url) = (stack.registry.url(), fresh.url());
+    let (ecr_backup, reg_backup, ecr_restore, reg_restore) = tokio::try_join!(
+        FaultProxy::start(&moto),
+        FaultProxy::start(&source_url),
+        FaultProxy::start(&moto),
+        FaultProxy::start(&fresh_url),
+    )
+    .unwrap();
+    let ecr_via = |api: &FaultProxy, data: &FaultProxy| {
+        ecr_source(
+            Moto::external(&api.url()).ecr_client(),
+            &Registry::external(&data.url(), None).unwrap(),
+        )
+        .unwrap()
+    };
+    let source = ecr_via(&ecr_backup, &reg_backup);
     let backup_vault = vault_via(&backup_proxy, lock);
     let opts = BackupOptions {
         filters: Filters::new(FilterSpec {
@@ -161,16 +187,18 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
         .unwrap();
     assert!(second.complete && second.failures.is_empty(), "{second:#?}");
 
-    // Restore everything into a fresh registry.
-    let fresh = Registry::start().await.unwrap();
+    // Restore everything into ECR under new names (so the repositories are created).
     let report = restore(
         &vault_via(&restore_proxy, lock),
-        &registry_source(&fresh).unwrap(),
+        &ecr_via(&ecr_restore, &reg_restore),
         &RestoreRequest {
             snapshot: SnapshotSel::Latest,
             filters: opts.filters.clone(),
             digests: Vec::new(),
-            mapping: Mapping::default(),
+            mapping: Mapping {
+                renames: vec![(format!("{ns}/"), format!("restored/{ns}/"))],
+                ..Mapping::default()
+            },
             dry_run: false,
             concurrency: 2,
         },
@@ -181,7 +209,7 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
     assert!(report.failures.is_empty(), "{:#?}", report.failures);
     assert_eq!(report.images, 2, "{report:#?}");
     for p in [&small, &big] {
-        let reference = format!("{}:v1", p.repo);
+        let reference = format!("restored/{}:v1", p.repo);
         assert_eq!(skopeo_digest(&fresh, &reference).await.unwrap(), p.digest);
     }
 
@@ -235,7 +263,11 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
     let mut sent = Vec::new();
     for (role, p) in [
         ("BackupRole", &backup_proxy),
+        ("BackupRole", &ecr_backup),
+        ("BackupRole", &reg_backup),
         ("RestoreRole", &restore_proxy),
+        ("RestoreRole", &ecr_restore),
+        ("RestoreRole", &reg_restore),
         ("GcRole", &gc_proxy),
     ] {
         sent.extend(p.requests().into_iter().map(|rec| Sent { role, rec }));
@@ -256,6 +288,8 @@ struct Call {
     action: String,
     /// Object key, or `None` for a bucket-level request.
     key: Option<String>,
+    /// For ECR: the resource ARN (a repository, or `*`).
+    ecr_resource: Option<String>,
     /// Condition keys: `Some(v)` present, `None` known absent.
     keys: BTreeMap<String, Option<String>>,
     checksum: String,
@@ -275,7 +309,11 @@ impl Call {
             self.role,
             self.op,
             self.action,
-            self.key.as_deref().map_or("(bucket)".into(), key_class),
+            match (&self.ecr_resource, self.key.as_deref()) {
+                (Some(r), _) if r == "*" => "*".to_owned(),
+                (Some(_), _) => "(repository)".to_owned(),
+                (None, k) => k.map_or("(bucket)".into(), key_class),
+            },
             cond("s3:object-lock-mode"),
             cond("s3:if-none-match"),
             cond("s3:ObjectCreationOperation"),
@@ -312,8 +350,11 @@ fn to_call(
     s: &Sent,
     now: DateTime<Utc>,
     retention_of: &BTreeMap<String, (String, DateTime<Utc>)>,
-) -> Call {
+) -> Option<Call> {
     let r = &s.rec;
+    if r.headers.contains_key("x-amz-target") || r.path.starts_with("/v2") {
+        return ecr_call(s);
+    }
     let q = query_pairs(r.query.as_deref());
     let has = |k: &str| q.contains_key(k);
     let path = r.path.trim_start_matches('/');
@@ -421,14 +462,71 @@ fn to_call(
                 .find_map(|k| k.strip_prefix("x-amz-checksum-").map(str::to_uppercase))
         })
         .unwrap_or_else(|| "-".into());
-    Call {
+    Some(Call {
         role: s.role,
         op: op.to_owned(),
         action: action.to_owned(),
         key,
+        ecr_resource: None,
         keys,
         checksum,
-    }
+    })
+}
+
+/// An ECR API call (by its `X-Amz-Target`) or an ECR data-plane request (the registry API,
+/// as ECR authorizes it), as IAM sees it; `None` for what IAM does not authorize (`/v2/`).
+/// The repository of an API call sits in its JSON body, which the proxy does not keep: API
+/// calls are judged on a repository of the account, data-plane calls on their own.
+fn ecr_call(s: &Sent) -> Option<Call> {
+    let r = &s.rec;
+    let repo_arn = |name: &str| format!("arn:aws:ecr:us-east-1:{APP_ACCOUNT}:repository/{name}");
+    let (op, resource) = if let Some(target) = r.headers.get("x-amz-target") {
+        let op = target.rsplit('.').next().unwrap_or_default().to_owned();
+        let resource = if op == "GetAuthorizationToken" {
+            "*".to_owned()
+        } else {
+            repo_arn("recorded/repository")
+        };
+        (op, resource)
+    } else {
+        let rest = r.path.trim_start_matches("/v2/");
+        if rest.is_empty() || r.path == "/v2" {
+            return None;
+        }
+        let (name, op) = [
+            ("/manifests/", "manifest"),
+            ("/blobs/uploads", "upload"),
+            ("/blobs/", "blob"),
+            ("/tags/list", "tags"),
+            ("/referrers/", "referrers"),
+        ]
+        .iter()
+        .find_map(|(sep, what)| rest.find(sep).map(|i| (&rest[..i], *what)))
+        .unwrap_or_else(|| panic!("unmapped registry request {} {}", r.method, r.path));
+        let action = match (r.method.as_str(), op) {
+            ("GET" | "HEAD", "manifest" | "referrers") => "BatchGetImage",
+            ("PUT", "manifest") => "PutImage",
+            ("HEAD", "blob") => "BatchCheckLayerAvailability",
+            ("GET", "blob") => "GetDownloadUrlForLayer",
+            ("POST", "upload") => "InitiateLayerUpload",
+            ("PATCH", "upload") => "UploadLayerPart",
+            ("PUT", "upload") => "CompleteLayerUpload",
+            ("GET", "upload") => "UploadLayerPart",
+            ("GET", "tags") => "ListImages",
+            ("DELETE", _) => "BatchDeleteImage",
+            _ => panic!("unmapped registry request {} {}", r.method, r.path),
+        };
+        (action.to_owned(), repo_arn(name))
+    };
+    Some(Call {
+        role: s.role,
+        op: format!("ecr {op}"),
+        action: format!("ecr:{op}"),
+        key: None,
+        ecr_resource: Some(resource),
+        keys: BTreeMap::new(),
+        checksum: "-".into(),
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -453,9 +551,10 @@ impl Deployment {
 
     fn request(&self, principal: &str, call: &Call) -> Request {
         let (_, arn, account) = self.principal(principal);
-        let resource = match &call.key {
-            Some(k) => format!("{}/{k}", self.bucket_arn()),
-            None => self.bucket_arn(),
+        let resource = match (&call.ecr_resource, &call.key) {
+            (Some(r), _) => r.clone(),
+            (None, Some(k)) => format!("{}/{k}", self.bucket_arn()),
+            (None, None) => self.bucket_arn(),
         };
         let mut req = Request::new(&call.action, &resource).by(arn, account);
         for (k, v) in &call.keys {
@@ -475,6 +574,12 @@ impl Deployment {
 
     fn judge(&self, who: &str, call: &Call) -> (Decision, String) {
         let req = self.request(who, call);
+        if call.action.starts_with("ecr:") {
+            // ECR in the role's own account: its identity policy alone decides.
+            let p = self.principal(who).0;
+            let sid = p.denying_sid(&req).unwrap_or_else(|| "no Allow".into());
+            return (p.decide(&req), format!("{}/{sid}", p.name));
+        }
         decide_request(
             self.principal(who).0,
             &self.bucket_policy,
@@ -659,6 +764,7 @@ fn harmful(mode: LockMode, max_days: u64) -> Vec<(String, Call)> {
             .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
             .collect(),
         checksum: "SHA256".into(),
+        ecr_resource: None,
     };
     let write = |key: &str, mode: &str, inm: Option<&str>, days: &str| {
         call(
@@ -773,7 +879,7 @@ async fn every_request_the_code_sends_is_allowed_and_every_harmful_one_is_denied
         let now = Utc::now();
         let calls: Vec<Call> = sent
             .iter()
-            .map(|s| to_call(s, now, &retention_of))
+            .filter_map(|s| to_call(s, now, &retention_of))
             .collect();
         // The code writes in the configured mode, always with a checksum, and every write
         // outside staging/ is conditional.

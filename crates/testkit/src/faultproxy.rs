@@ -327,6 +327,7 @@ pub const RECORDED_HEADERS: &[&str] = &[
     "x-amz-server-side-encryption-aws-kms-key-id",
     "x-amz-server-side-encryption-customer-algorithm",
     "x-amz-copy-source",
+    "x-amz-target",
     "content-md5",
 ];
 
