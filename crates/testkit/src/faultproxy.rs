@@ -27,7 +27,8 @@
 //!   response body ([`Fault::Rewrite`], e.g. a field the real server cannot produce).
 //! - Outages: [`FaultProxy::set_unreachable`] (every new connection and every request on an
 //!   open one is reset until re-enabled) and [`FaultProxy::refuse_next_connections`]`(n)`.
-//! - Counting: [`FaultProxy::requests`] (one [`RequestRecord`] per request),
+//! - Counting: [`FaultProxy::requests`] (one [`RequestRecord`] per request, with the headers
+//!   that decide how S3 authorizes a write: lock mode and date, `If-None-Match`, checksum),
 //!   [`FaultProxy::count`]`(method, path_prefix)`, [`FaultProxy::counts`] by (method,
 //!   [`route_class`]), [`FaultProxy::totals`], [`FaultProxy::reset_counts`].
 //! - Sync points (no sleeps): [`FaultProxy::wait_for`]`(what, timeout, predicate)` re-checks
@@ -305,6 +306,44 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// The rule that acted on it, if any (observe-only rules are not recorded here).
     pub fault: Option<RuleId>,
+    /// The request headers that decide how S3 authorizes a write ([`RECORDED_HEADERS`] and
+    /// every `x-amz-checksum-*`), lower-cased names, for request-conformance checks
+    /// (`tests/conformance.rs`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Headers [`RequestRecord::headers`] keeps (besides `x-amz-checksum-*`): never credentials.
+pub const RECORDED_HEADERS: &[&str] = &[
+    "if-none-match",
+    "if-match",
+    "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold",
+    "x-amz-bypass-governance-retention",
+    "x-amz-sdk-checksum-algorithm",
+    "x-amz-checksum-algorithm",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-copy-source",
+    "x-amz-target",
+    "content-md5",
+];
+
+fn recorded_headers(h: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    h.iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            RECORDED_HEADERS.contains(&k) || k.starts_with("x-amz-checksum-")
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Totals since start or the last [`FaultProxy::reset_counts`].
@@ -727,7 +766,13 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn decide(inner: &Inner, method: &str, path: &str, query: Option<&str>) -> Decision {
+fn decide(
+    inner: &Inner,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: BTreeMap<String, String>,
+) -> Decision {
     let mut st = inner.state();
     let mut fault = None;
     let mut matched = Vec::new();
@@ -770,6 +815,7 @@ fn decide(inner: &Inner, method: &str, path: &str, query: Option<&str>) -> Decis
         class: route_class(method, path, query),
         status: None,
         fault: fault.as_ref().map(|(id, _)| *id),
+        headers,
     });
     let record = st.records.len() - 1;
     drop(st);
@@ -804,7 +850,13 @@ async fn handle(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let d = decide(&inner, &method, &path, query.as_deref());
+    let d = decide(
+        &inner,
+        &method,
+        &path,
+        query.as_deref(),
+        recorded_headers(req.headers()),
+    );
     if inner.unreachable.load(Ordering::SeqCst) {
         ctl.reset.store(true, Ordering::SeqCst);
         return Err("faultproxy: server unreachable".into());

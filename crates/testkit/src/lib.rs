@@ -72,6 +72,7 @@
 
 pub mod faultproxy;
 pub mod fixtures;
+pub mod iam;
 pub mod moto;
 pub mod paths;
 pub mod process;

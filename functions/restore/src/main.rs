@@ -14,12 +14,18 @@ use ecr_vault_engine::{
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
+use ecr_vault_restore_fn::egress::{EgressPolicy, RegistrySecret, TEST_ALLOW_LOOPBACK_VAR};
 use ecr_vault_restore_fn::report::{FnError, failure_message};
 use ecr_vault_restore_fn::request::Request;
 
 struct Config {
     vault_uri: String,
     registry_url: Option<String>,
+    /// Registries other than ECR this deployment may restore into (`ApprovedRestoreRegistries`).
+    egress: EgressPolicy,
+    /// Secrets Manager ARNs holding credentials for approved registries
+    /// (`RestoreRegistrySecretArns`).
+    secret_arns: Vec<String>,
 }
 
 impl Config {
@@ -29,11 +35,31 @@ impl Config {
             .map_err(|_| "ECR_VAULT_BUCKET is not set".to_owned())?;
         let prefix = std::env::var("ECR_VAULT_PREFIX").unwrap_or_default();
         let vault_uri = vault_uri(&bucket, &prefix).map_err(|e| e.to_string())?;
+        let list = |name: &str| -> Vec<String> {
+            std::env::var(name)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        let allow_loopback = std::env::var(TEST_ALLOW_LOOPBACK_VAR).is_ok_and(|v| v == "1");
+        if allow_loopback {
+            tracing::warn!(
+                "{TEST_ALLOW_LOOPBACK_VAR}=1: loopback restore targets admitted (tests only)"
+            );
+        }
         Ok(Config {
             vault_uri,
             registry_url: std::env::var("ECR_VAULT_REGISTRY_URL")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            egress: EgressPolicy::new(
+                &std::env::var("ECR_VAULT_APPROVED_REGISTRIES").unwrap_or_default(),
+                allow_loopback,
+            )?,
+            secret_arns: list("ECR_VAULT_REGISTRY_SECRET_ARNS"),
         })
     }
 }
@@ -65,7 +91,6 @@ async fn handle(
         .engine_request()
         .map_err(|e| FnError::new("InvalidRequest", e.to_string()))?;
     let engine = |e: ecr_vault_engine::EngineError| FnError::new("EngineError", e.to_string());
-    let vault = open_vault_at(sdk, &config.vault_uri).map_err(engine)?;
     // The target may be another region or account: a per-request SDK config.
     let target_sdk = match &req.target.region {
         Some(r) => sdk
@@ -80,12 +105,22 @@ async fn handle(
             registry_id: req.target.account_id.clone(),
         }
     } else {
+        // Checked before the vault is read: a refused target gets nothing, not even a probe.
+        let url = config
+            .egress
+            .check(&req.target.registry)
+            .await
+            .map_err(|e| FnError::new("TargetRefused", e))?;
+        let creds = registry_secret(config, sdk, &url)
+            .await
+            .map_err(|e| FnError::new("SecretUnavailable", e))?;
         RegistryConfig::Oci {
-            url: req.target.registry.clone(),
-            username: req.target.username.clone(),
-            password: req.target.password.clone(),
+            url: url.to_string().trim_end_matches('/').to_owned(),
+            username: creds.as_ref().map(|c| c.username.clone()),
+            password: creds.map(|c| c.password),
         }
     };
+    let vault = open_vault_at(sdk, &config.vault_uri).map_err(engine)?;
     let target = open_source(&target_sdk, &target_cfg)
         .await
         .map_err(|e| FnError::new("EngineError", format!("target registry: {e}")))?;
@@ -107,4 +142,38 @@ async fn handle(
         return Err(FnError::new("RestoreFailed", message));
     }
     serde_json::to_value(&report).map_err(|e| FnError::new("EngineError", e.to_string()))
+}
+
+/// The credentials for an approved registry: the first configured secret whose `registry`
+/// is `url`, or none (anonymous push). Read per request, so a rotated secret applies at once.
+async fn registry_secret(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    url: &url::Url,
+) -> Result<Option<RegistrySecret>, String> {
+    if config.secret_arns.is_empty() {
+        return Ok(None);
+    }
+    let sm = aws_sdk_secretsmanager::Client::new(sdk);
+    for arn in &config.secret_arns {
+        let out = sm
+            .get_secret_value()
+            .secret_id(arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "secret {arn}: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let text = out
+            .secret_string()
+            .ok_or_else(|| format!("secret {arn} has no string value"))?;
+        let secret = RegistrySecret::parse(arn, text)?;
+        if secret.is_for(url) {
+            return Ok(Some(secret));
+        }
+    }
+    Ok(None)
 }
