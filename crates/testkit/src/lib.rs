@@ -79,11 +79,13 @@ pub mod registry;
 pub mod s3;
 pub mod skopeo;
 pub mod stack;
+pub mod token;
 
 pub use faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 pub use fixtures::{Generated, ImageBuilder, Platform, PushedImage};
 pub use moto::Moto;
-pub use registry::{Registry, RegistryOptions};
+pub use registry::{Registry, RegistryOptions, S3Storage};
 pub use s3::S3;
 pub use skopeo::{skopeo_digest, skopeo_raw_manifest};
 pub use stack::{Stack, unique_name};
+pub use token::TokenServer;
