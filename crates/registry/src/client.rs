@@ -30,6 +30,11 @@ pub struct ClientOptions {
     /// Longest silence on a connection before it is treated as dropped.
     pub read_timeout: Duration,
     pub user_agent: String,
+    /// Longest a single request may spend waiting out throttles (429, 503). Within it, a
+    /// throttle does not use up one of `backoff.attempts` and its `Retry-After` is honoured in
+    /// full (Docker Hub's rate limit says when to come back); a `Retry-After` beyond what is
+    /// left fails the request at once instead of retrying too early.
+    pub max_throttle_wait: Duration,
 }
 
 impl Default for ClientOptions {
@@ -39,9 +44,14 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             user_agent: concat!("ecr-vault/", env!("CARGO_PKG_VERSION")).to_owned(),
+            max_throttle_wait: Duration::from_secs(300),
         }
     }
 }
+
+/// Throttles one request may wait out, whatever their `Retry-After` (see
+/// [`ClientOptions::max_throttle_wait`]).
+const MAX_THROTTLE_WAITS: u32 = 30;
 
 /// A registry endpoint. Cheap to clone; clones share the pool and the auth state.
 #[derive(Clone)]
@@ -224,6 +234,8 @@ impl RegistryClient {
             .get(&self.host(), action_of(&method, &url));
         let mut attempt = 0;
         let mut auth_rounds = 0;
+        let mut throttle_waits = 0;
+        let mut throttled_for = Duration::ZERO;
         loop {
             let auth = self.inner.auth.header(&self.inner.http, &scopes).await?;
             let mut req = self.inner.http.request(method.clone(), url.clone());
@@ -257,12 +269,29 @@ impl RegistryClient {
                 Ok(resp) if resp.status().is_success() || resp.status().is_redirection() => {
                     return Ok((resp, permit));
                 }
-                Ok(resp) => {
-                    if is_throttle_status(resp.status().as_u16()) {
-                        permit.throttled();
+                Ok(resp) if is_throttle_status(resp.status().as_u16()) => {
+                    permit.throttled();
+                    let remaining = header_str(resp.headers(), "ratelimit-remaining");
+                    let err = status_error(&method, &url, resp).await;
+                    // Throttles spend the time budget, not the attempts.
+                    let wait = match err.retry_after() {
+                        Some(ra) if !ra.is_zero() => ra,
+                        // No (or a zero) Retry-After: jittered backoff, so a registry that
+                        // says "now" forever still costs time and ends.
+                        _ => backoff.delay(throttle_waits, None).max(backoff.base),
+                    };
+                    throttle_waits += 1;
+                    let budget = self.inner.opts.max_throttle_wait;
+                    if throttle_waits > MAX_THROTTLE_WAITS || throttled_for + wait > budget {
+                        tracing::warn!(%url, ?wait, ?throttled_for, ?remaining, "registry throttle outlasts the wait budget");
+                        return Err(err);
                     }
-                    status_error(&method, &url, resp).await
+                    throttled_for += wait;
+                    tracing::info!(%url, ?wait, ?remaining, "registry throttled the request; waiting");
+                    tokio::time::sleep(wait).await;
+                    continue;
                 }
+                Ok(resp) => status_error(&method, &url, resp).await,
                 Err(e) => transport_error(&method, &url, e),
             };
             attempt += 1;
@@ -723,8 +752,7 @@ fn action_of(method: &Method, url: &Url) -> &'static str {
 async fn status_error(method: &Method, url: &Url, resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
     let retry_after = header_str(resp.headers(), header::RETRY_AFTER.as_str())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
     let body = resp.text().await.unwrap_or_default();
     let body: String = body.chars().filter(|c| !c.is_control()).take(300).collect();
     RegistryError::Status {
@@ -734,6 +762,21 @@ async fn status_error(method: &Method, url: &Url, resp: Response) -> RegistryErr
         retry_after,
         body,
     }
+}
+
+/// `Retry-After`: delay-seconds or an HTTP-date (RFC 9110 section 10.2.3); a date in the past
+/// means now.
+fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
 }
 
 /// Upload URLs and presigned redirects carry secrets in the query; keep them out of errors.
@@ -774,6 +817,23 @@ mod tests {
             "http://127.0.0.1:5000/v2/a/tags/list?last=x&n=2"
         );
         assert!(next_link(&HeaderMap::new(), &cur).is_none());
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_a_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
@@ -1014,5 +1074,85 @@ mod token_auth {
         let c = client(&r.url(), Credentials::new("tester", "wrong"));
         let err = c.head_blob(&from, &layer).await.unwrap_err();
         assert!(matches!(err, RegistryError::Auth { .. }), "{err}");
+    }
+}
+
+/// Rate limits as Docker Hub sends them, injected by the testkit's fault proxy in front of a
+/// real registry (no registry throttles on cue).
+#[cfg(test)]
+mod throttling {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::auth::{Credentials, StaticCredentials};
+    use ecr_vault_testkit::fixtures::ImageBuilder;
+    use ecr_vault_testkit::{Fault, FaultProxy, Registry, Rule, unique_name};
+    use std::time::Instant;
+
+    fn rate_limited(retry_after: u64) -> Fault {
+        Fault::Status {
+            status: 429,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("retry-after".into(), retry_after.to_string()),
+                ("ratelimit-limit".into(), "100;w=21600".into()),
+                ("ratelimit-remaining".into(), "0;w=21600".into()),
+            ],
+            body: r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#.into(),
+        }
+    }
+
+    async fn setup() -> (Registry, FaultProxy, RegistryClient, RepoName, Digest) {
+        let r = Registry::start().await.unwrap();
+        let repo = format!("{}/app", unique_name("rl"));
+        let p = ImageBuilder::oci(3)
+            .layers(&[1000])
+            .build()
+            .unwrap()
+            .push(&r, &repo, &["v1"])
+            .await
+            .unwrap();
+        let proxy = FaultProxy::start(&r.url()).await.unwrap();
+        let (u, pw) = r.credentials().unwrap();
+        let c = RegistryClient::new(
+            &proxy.url(),
+            Arc::new(StaticCredentials(Some(Credentials::new(u, pw)))),
+            ClientOptions {
+                max_throttle_wait: Duration::from_secs(30),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap();
+        let d = Digest::parse(&p.blobs[0].0).unwrap();
+        (r, proxy, c, RepoName::parse(&repo).unwrap(), d)
+    }
+
+    #[tokio::test]
+    async fn more_throttles_than_retry_attempts_are_waited_out_as_retry_after_says() {
+        let (_r, proxy, c, repo, d) = setup().await;
+        let n = u64::from(Backoff::default().attempts) + 1;
+        let rule = proxy.add_rule(
+            Rule::new("/v2/*/blobs/*", rate_limited(1))
+                .method("HEAD")
+                .times(n),
+        );
+        let start = Instant::now();
+        assert!(c.head_blob(&repo, &d).await.unwrap().is_some());
+        assert_eq!(proxy.rule_stats(rule).triggered, n);
+        assert!(
+            start.elapsed() >= Duration::from_secs(n),
+            "did not honour Retry-After"
+        );
+        assert!(c.limits().snapshot().iter().any(|(_, _, _, t)| *t >= 1));
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_wait_budget_fails_at_once() {
+        let (_r, proxy, c, repo, d) = setup().await;
+        proxy.add_rule(Rule::new("/v2/*/blobs/*", rate_limited(3600)).method("HEAD"));
+        let start = Instant::now();
+        let err = c.head_blob(&repo, &d).await.unwrap_err();
+        assert_eq!(err.status(), Some(429));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+        assert!(start.elapsed() < Duration::from_secs(10));
     }
 }
