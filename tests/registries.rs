@@ -410,3 +410,60 @@ async fn tokens_that_expire_during_a_restore_are_renewed_before_they_are_used() 
         .count();
     assert_eq!(refused_after, 0, "a request went out with an expired token");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_hub_rate_limits_slow_the_backup_down_instead_of_failing_it() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("rl");
+    let src = token_registry(Duration::from_secs(60), None).await;
+    let pushed = push_sharing(&src, &ns).await;
+    // Every GET of the shared layer is refused as Docker Hub refuses a pull over the limit,
+    // more times in a row than a request has retry attempts.
+    let proxy = FaultProxy::start(&src.url()).await.unwrap();
+    let (layer, _) = pushed[0].blobs.iter().max_by_key(|(_, s)| *s).unwrap();
+    let refusals = u64::from(ecr_vault_registry::Backoff::default().attempts) + 1;
+    let limited = proxy.add_rule(
+        Rule::new(
+            &format!("/v2/*/blobs/{layer}"),
+            Fault::Status {
+                status: 429,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("retry-after".into(), "1".into()),
+                    ("ratelimit-limit".into(), "100;w=21600".into()),
+                    ("ratelimit-remaining".into(), "0;w=21600".into()),
+                ],
+                body: r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#.into(),
+            },
+        )
+        .method("GET")
+        .times(refusals),
+    );
+    let source = client_at(&src, &proxy.url());
+    let start = Instant::now();
+    let vault = back_up(
+        stack,
+        &Source::Registry {
+            registry: source.clone(),
+        },
+        &ns,
+    )
+    .await;
+    assert_eq!(proxy.rule_stats(limited).triggered, refusals);
+    assert!(
+        start.elapsed() >= Duration::from_secs(refusals),
+        "Retry-After was not honoured"
+    );
+    assert!(
+        source
+            .limits()
+            .snapshot()
+            .iter()
+            .any(|(_, a, _, t)| *a == "blob-get" && *t >= 1),
+        "the throttle did not cut blob concurrency"
+    );
+    // What was captured is whole: it restores byte-exact.
+    let dst = token_registry(Duration::from_secs(60), None).await;
+    restore_into(&vault, &registry_client(&dst).unwrap(), &ns).await;
+    assert_byte_exact(&dst, &pushed).await;
+}
