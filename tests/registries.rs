@@ -467,3 +467,52 @@ async fn docker_hub_rate_limits_slow_the_backup_down_instead_of_failing_it() {
     restore_into(&vault, &registry_client(&dst).unwrap(), &ns).await;
     assert_byte_exact(&dst, &pushed).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_the_login_may_not_push_to_fails_only_its_image() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("deny");
+    let src = token_registry(Duration::from_secs(60), None).await;
+    let pushed = push_sharing(&src, &ns).await;
+    let vault = back_up(
+        stack,
+        &Source::Registry {
+            registry: registry_client(&src).unwrap(),
+        },
+        &ns,
+    )
+    .await;
+    // The realm leaves push on `<ns>/web` out of every token, as a registry does for a
+    // repository this login may only read.
+    let dst = token_registry(Duration::from_secs(60), None).await;
+    dst.token_server()
+        .unwrap()
+        .deny(&format!("{ns}/web"), "push");
+    let r = restore(
+        &vault,
+        &Source::Registry {
+            registry: registry_client(&dst).unwrap(),
+        },
+        &request(&ns),
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.failures.len(), 1, "{:#?}", r.failures);
+    let failure = format!("{:?}", r.failures[0]);
+    assert!(
+        failure.contains(&format!("{ns}/web")) && failure.contains("401"),
+        "{failure}"
+    );
+    let others: Vec<_> = pushed
+        .iter()
+        .filter(|p| p.repo != format!("{ns}/web"))
+        .cloned()
+        .collect();
+    assert_byte_exact(&dst, &others).await;
+    assert!(
+        !dst.manifest_exists(&format!("{ns}/web"), "x")
+            .await
+            .unwrap()
+    );
+}
