@@ -16,13 +16,15 @@ use ecr_vault_engine::{
     BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreReport, RestoreRequest,
     SnapshotSel, Source, backup, restore,
 };
-use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
+use ecr_vault_registry::{
+    ClientOptions, Credentials, Digest, RegistryClient, RepoName, StaticCredentials,
+};
 use ecr_vault_testkit::faultproxy::RuleId;
 use ecr_vault_testkit::faultproxy::poll_until;
 use ecr_vault_testkit::fixtures::{self, ImageBuilder, PushedImage, multi_arch_oci};
 use ecr_vault_testkit::{
-    Fault, FaultProxy, Gate, Registry, RegistryOptions, Rule, S3Storage, Stack, skopeo_digest,
-    unique_name,
+    Fault, FaultProxy, Gate, ReferrersFront, Registry, RegistryOptions, Rule, S3Storage, Stack,
+    skopeo_digest, unique_name,
 };
 use ecr_vault_tests::{lock, new_vault, registry_client};
 use ecr_vault_vault::{Vault, VaultOptions};
@@ -515,4 +517,56 @@ async fn a_repository_the_login_may_not_push_to_fails_only_its_image() {
             .await
             .unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrers_found_through_the_oci_api_are_captured_and_restored_after_their_subject() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("refs");
+    let repo = format!("{ns}/app");
+    let (src_reg, dst_reg) = tokio::join!(Registry::start(), Registry::start());
+    let (src_reg, dst_reg) = (src_reg.unwrap(), dst_reg.unwrap());
+    let src = ReferrersFront::start(&src_reg.url()).await.unwrap();
+    let dst = ReferrersFront::start(&dst_reg.url()).await.unwrap();
+    let through_src = Registry::external(&src.url(), src_reg.credentials()).unwrap();
+    let app = ImageBuilder::oci(95).layers(&[5000]).build().unwrap();
+    let pushed = app.push(&through_src, &repo, &["v1"]).await.unwrap();
+    // Pushed by digest only: no tag, no tag-schema index; the API is the only way to find it.
+    let sbom = fixtures::referrer(96, &app, fixtures::media::SPDX_JSON).unwrap();
+    sbom.push(&through_src, &repo, &[]).await.unwrap();
+
+    let source = client_at(&src_reg, &src.url());
+    let found = source
+        .referrers(
+            &RepoName::parse(&repo).unwrap(),
+            &Digest::parse(&app.digest).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!found.via_tag_schema);
+    assert_eq!(found.manifests.len(), 1);
+    assert_eq!(found.manifests[0].digest.to_string(), sbom.digest);
+
+    let vault = back_up(stack, &Source::Registry { registry: source }, &ns).await;
+    let target = client_at(&dst_reg, &dst.url());
+    let r = restore_into(&vault, &target, &ns).await;
+    assert_eq!(r.manifests_pushed, 2, "{r:#?}");
+    assert_byte_exact(&dst_reg, &[pushed]).await;
+    assert_eq!(
+        skopeo_digest(&dst_reg, &format!("{repo}@{}", sbom.digest))
+            .await
+            .unwrap(),
+        sbom.digest
+    );
+    // The target's referrers API names it: it went up after its subject, as a referrer.
+    let listed = target
+        .referrers(
+            &RepoName::parse(&repo).unwrap(),
+            &Digest::parse(&app.digest).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!listed.via_tag_schema);
+    assert_eq!(listed.manifests.len(), 1);
+    assert_eq!(listed.manifests[0].digest.to_string(), sbom.digest);
 }
