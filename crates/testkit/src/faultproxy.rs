@@ -12,11 +12,12 @@
 //!   [`FaultProxy::host`].
 //! - Rules: [`FaultProxy::add_rule`]`(`[`Rule`]`)` → [`RuleId`]; [`FaultProxy::remove_rule`],
 //!   [`FaultProxy::clear_rules`], [`FaultProxy::rule_stats`] (matches, triggers, bytes seen).
-//!   A rule matches on method, a path glob (`*` matches any run of characters, `/` included)
-//!   and query keys ([`Rule::query`]), and fires on the Nth match ([`Rule::nth`]), every match
-//!   (default), after N matches ([`Rule::after`]), at most K times ([`Rule::times`]) or with a
-//!   seeded probability ([`Rule::probability`]). Only the first rule (in insertion order) that
-//!   fires acts on a request; an observe-only rule ([`Fault::Observe`]) never blocks others.
+//!   A rule matches on method, a path glob (`*` matches any run of characters, `/` included),
+//!   query keys ([`Rule::query`]) and header names ([`Rule::header`]), and fires on the Nth
+//!   match ([`Rule::nth`]), every match (default), after N matches ([`Rule::after`]), at most
+//!   K times ([`Rule::times`]) or with a seeded probability ([`Rule::probability`]). Only the
+//!   first rule (in insertion order) that fires acts on a request; an observe-only rule
+//!   ([`Fault::Observe`]) never blocks others.
 //! - Faults ([`Fault`]): reset the connection at a byte offset of the response or request body
 //!   (fixed or seeded-random, [`Offset`]); canned statuses ([`Fault::s3_internal_error`],
 //!   [`Fault::s3_slow_down`], [`Fault::too_many_requests`], [`Fault::unauthorized`], or any
@@ -218,6 +219,7 @@ pub struct Rule {
     method: Option<String>,
     path: String,
     query_keys: Vec<String>,
+    headers: Vec<String>,
     skip: u64,
     times: Option<u64>,
     probability: Option<(f64, u64)>,
@@ -231,6 +233,7 @@ impl Rule {
             method: None,
             path: path.to_string(),
             query_keys: Vec::new(),
+            headers: Vec::new(),
             skip: 0,
             times: None,
             probability: None,
@@ -247,6 +250,12 @@ impl Rule {
     /// Only requests whose query string has this key (`partNumber`, `uploadId`, `uploads`).
     pub fn query(mut self, key: &str) -> Rule {
         self.query_keys.push(key.to_string());
+        self
+    }
+
+    /// Only requests that carry this header (any value), e.g. `authorization`.
+    pub fn header(mut self, name: &str) -> Rule {
+        self.headers.push(name.to_ascii_lowercase());
         self
     }
 
@@ -771,13 +780,20 @@ fn decide(
     method: &str,
     path: &str,
     query: Option<&str>,
-    headers: BTreeMap<String, String>,
+    headers: &hyper::HeaderMap,
 ) -> Decision {
     let mut st = inner.state();
     let mut fault = None;
     let mut matched = Vec::new();
     for r in st.rules.iter_mut() {
-        if r.rule.method.as_deref().is_some_and(|m| m != method) || !glob(&r.rule.path, path) {
+        if r.rule.method.as_deref().is_some_and(|m| m != method)
+            || !glob(&r.rule.path, path)
+            || !r
+                .rule
+                .headers
+                .iter()
+                .all(|h| headers.contains_key(h.as_str()))
+        {
             continue;
         }
         let q = query.unwrap_or("");
@@ -815,7 +831,7 @@ fn decide(
         class: route_class(method, path, query),
         status: None,
         fault: fault.as_ref().map(|(id, _)| *id),
-        headers,
+        headers: recorded_headers(headers),
     });
     let record = st.records.len() - 1;
     drop(st);
@@ -850,13 +866,7 @@ async fn handle(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let d = decide(
-        &inner,
-        &method,
-        &path,
-        query.as_deref(),
-        recorded_headers(req.headers()),
-    );
+    let d = decide(&inner, &method, &path, query.as_deref(), req.headers());
     if inner.unreachable.load(Ordering::SeqCst) {
         ctl.reset.store(true, Ordering::SeqCst);
         return Err("faultproxy: server unreachable".into());
