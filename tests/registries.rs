@@ -570,3 +570,73 @@ async fn referrers_found_through_the_oci_api_are_captured_and_restored_after_the
     assert_eq!(listed.manifests.len(), 1);
     assert_eq!(listed.manifests[0].digest.to_string(), sbom.digest);
 }
+
+/// A signature pushed onto an image that did not change since the last run: the image is
+/// carried without a copy, and its new referrer is still found (through the referrers API),
+/// captured, and restored after its subject.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_on_an_unchanged_image_is_captured_by_the_next_run_and_restored() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("late-sig");
+    let repo = format!("{ns}/app");
+    let (src_reg, dst_reg) = tokio::join!(Registry::start(), Registry::start());
+    let (src_reg, dst_reg) = (src_reg.unwrap(), dst_reg.unwrap());
+    let src = ReferrersFront::start(&src_reg.url()).await.unwrap();
+    let dst = ReferrersFront::start(&dst_reg.url()).await.unwrap();
+    let through_src = Registry::external(&src.url(), src_reg.credentials()).unwrap();
+    let app = ImageBuilder::oci(97).layers(&[5000]).build().unwrap();
+    let pushed = app.push(&through_src, &repo, &["v1"]).await.unwrap();
+    let source = Source::Registry {
+        registry: client_at(&src_reg, &src.url()),
+    };
+    let vault = back_up(stack, &source, &ns).await;
+
+    // Signed afterwards, by digest only: no tag moves, the image itself is unchanged.
+    let sig = fixtures::referrer(98, &app, "application/vnd.dev.sigstore.bundle.v0.3+json").unwrap();
+    sig.push(&through_src, &repo, &[]).await.unwrap();
+    let second = backup(
+        &source,
+        &vault,
+        &BackupOptions {
+            filters: only(&ns),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert!(second.complete, "{second:#?}");
+    assert_eq!(second.counts.images_unchanged, 1, "{second:#?}");
+    let snap = vault
+        .get_snapshot(second.snapshot.as_ref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        snap.images
+            .iter()
+            .any(|r| r.digest.to_string() == sig.digest
+                && r.subject.as_ref().map(|s| s.to_string()) == Some(app.digest.clone())),
+        "{:#?}",
+        snap.images
+    );
+
+    let target = client_at(&dst_reg, &dst.url());
+    restore_into(&vault, &target, &ns).await;
+    assert_byte_exact(&dst_reg, &[pushed]).await;
+    assert_eq!(
+        skopeo_digest(&dst_reg, &format!("{repo}@{}", sig.digest))
+            .await
+            .unwrap(),
+        sig.digest
+    );
+    let listed = target
+        .referrers(
+            &RepoName::parse(&repo).unwrap(),
+            &Digest::parse(&app.digest).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.manifests.len(), 1);
+    assert_eq!(listed.manifests[0].digest.to_string(), sig.digest);
+}

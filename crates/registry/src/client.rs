@@ -631,6 +631,32 @@ impl RegistryClient {
         repo: &RepoName,
         digest: &Digest,
     ) -> Result<Referrers, RegistryError> {
+        if let Some(manifests) = self.referrers_api(repo, digest).await? {
+            return Ok(Referrers {
+                via_tag_schema: false,
+                manifests,
+            });
+        }
+        let tag = crate::reference::Tag::parse(&digest.referrers_tag())?;
+        match self.get_manifest(repo, &Reference::Tag(tag)).await {
+            Ok(m) if m.kind == crate::manifest::ManifestKind::Index => Ok(Referrers {
+                via_tag_schema: true,
+                manifests: m.references,
+            }),
+            Ok(_) => Ok(Referrers::default()),
+            Err(e) if e.is_not_found() => Ok(Referrers::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The OCI 1.1 referrers API alone: `None` when the registry does not serve it (400, 404,
+    /// 405, or an answer that is not an index). Referrers in the tag schema show up in a tag
+    /// listing anyway, so a caller that already listed tags needs only this.
+    pub async fn referrers_api(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<Vec<crate::manifest::Descriptor>>, RegistryError> {
         let url = self.url(&format!("v2/{repo}/referrers/{digest}"))?;
         match self
             .send(Method::GET, url.clone(), &Scope::Pull(repo), &|r| {
@@ -645,23 +671,10 @@ impl RegistryClient {
                 let bytes = read_limited(resp, MAX_MANIFEST_BYTES, "referrers", &url).await?;
                 // The API's index is generated per request, so it has no digest to check.
                 let ix = Manifest::parse(&Digest::of(&bytes), None, bytes)?;
-                return Ok(Referrers {
-                    via_tag_schema: false,
-                    manifests: ix.references,
-                });
+                Ok(Some(ix.references))
             }
-            Ok(_) => {}
-            Err(e) if matches!(e.status(), Some(400 | 404 | 405)) => {}
-            Err(e) => return Err(e),
-        }
-        let tag = crate::reference::Tag::parse(&digest.referrers_tag())?;
-        match self.get_manifest(repo, &Reference::Tag(tag)).await {
-            Ok(m) if m.kind == crate::manifest::ManifestKind::Index => Ok(Referrers {
-                via_tag_schema: true,
-                manifests: m.references,
-            }),
-            Ok(_) => Ok(Referrers::default()),
-            Err(e) if e.is_not_found() => Ok(Referrers::default()),
+            Ok(_) => Ok(None),
+            Err(e) if matches!(e.status(), Some(400 | 404 | 405)) => Ok(None),
             Err(e) => Err(e),
         }
     }
