@@ -38,6 +38,46 @@ run() {
 run "sam validate" "$VENV/sam" validate --lint -t template.yaml
 run "cfn-lint" "$VENV/cfn-lint" template.yaml templates/*.yaml
 
+# The same checks with every option on, and with every option off: copies of template.yaml
+# whose parameter defaults are set so (cfn-lint's --parameters is not applied through the SAM
+# transform, so the defaults themselves are changed).
+VARIANTS=$(mktemp -d)
+trap 'rm -rf "$VARIANTS"' EXIT
+variant() {
+  local name=$1; shift
+  "$VENV/python" - "$VARIANTS/$name.yaml" "$@" <<'PY'
+import re, sys
+out, pairs = sys.argv[1], sys.argv[2:]
+text = open("template.yaml").read()
+for pair in pairs:
+    key, value = pair.split("=", 1)
+    pattern = re.compile(rf"(\n  {key}:\n(?:    .*\n)*?    Default: ).*\n")
+    text, n = pattern.subn(lambda m: m.group(1) + f'"{value}"\n', text, count=1)
+    if n != 1:
+        sys.exit(f"check-templates: no parameter {key} with a Default in template.yaml")
+open(out, "w").write(text)
+PY
+}
+KMS=arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
+REPLICA_KMS=arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab
+if variant all-on CreateVaultBucket=true VaultBucketName=vault-example VaultKmsKeyArn=$KMS \
+     MaintenancePrincipalArn=arn:aws:iam::111122223333:role/maintenance \
+     EnableScheduledGc=true GcApply=true EnableRestoreDrill=true EnableAuditTrail=true \
+     ReplicaBucketArn=arn:aws:s3:::vault-replica-example ReplicaKmsKeyArn=$REPLICA_KMS \
+     AlarmEmail=ops@example.com PushRepositoryPrefix=team/ \
+   && variant all-off CreateVaultBucket=false VaultBucketName=existing-vault \
+     EnableSchedule=false EnablePushTrigger=false EnableDeleteAudit=false \
+     EnableScheduledGc=false EnableRestoreDrill=false EnableAuditTrail=false \
+     BackupReservedConcurrency=0 RestoreReservedConcurrency=0 GcReservedConcurrency=0; then
+  for v in all-on all-off; do
+    run "sam validate ($v)" "$VENV/sam" validate --lint -t "$VARIANTS/$v.yaml"
+    run "cfn-lint ($v)" "$VENV/cfn-lint" "$VARIANTS/$v.yaml"
+  done
+else
+  echo "   FAILED (option variants)" >&2
+  failed=1
+fi
+
 # The sample events are documentation and test fixtures: they must at least be valid JSON.
 check_events() {
   local f bad=0 n=0

@@ -5,6 +5,8 @@
 #   2. delete the images from the source registry;
 #   3. restore them into the fresh registry;
 #   4. compare every digest with skopeo (not with ecr-vault's own code).
+# DEMO_TARGET=token restores into a registry with Docker token auth (60 s JWTs) instead, and
+# DEMO_TARGET=s3 into one that keeps blobs on SeaweedFS and redirects blob GETs, like ECR.
 # Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +16,15 @@ export PATH="$PWD/.venv/bin:$PATH"
 cargo build --quiet -p ecr-vault-cli -p ecr-vault-testkit
 bin="$PWD/target/debug"
 
+case "${DEMO_TARGET:-fresh}" in
+  fresh) extra=(); target=ECR_VAULT_TEST_TARGET ;;
+  token) extra=(--token-registry); target=ECR_VAULT_TEST_TOKEN_REGISTRY ;;
+  s3) extra=(--s3-registry); target=ECR_VAULT_TEST_S3_REGISTRY ;;
+  *) echo "DEMO_TARGET must be fresh, token or s3" >&2; exit 2 ;;
+esac
+
 state="$(mktemp -d)"
-"$bin/ecr-vault-stack" up --dir "$state" --seed > "$state/stack.log" 2>&1 &
+"$bin/ecr-vault-stack" up --dir "$state" --seed "${extra[@]}" > "$state/stack.log" 2>&1 &
 stack_pid=$!
 cleanup() { kill "$stack_pid" 2>/dev/null || true; wait "$stack_pid" 2>/dev/null || true; rm -rf "$state"; }
 trap cleanup EXIT
@@ -26,8 +35,10 @@ while [ ! -f "$state/env" ]; do
 done
 # shellcheck disable=SC1091
 source "$state/env"
+t_url_var="${target}_URL" t_host_var="${target}_HOST" t_user_var="${target}_USER" t_pw_var="${target}_PASSWORD"
+T_URL="${!t_url_var}" T_HOST="${!t_host_var}" T_USER="${!t_user_var}" T_PASSWORD="${!t_pw_var}"
 src=(--registry "$ECR_VAULT_TEST_REGISTRY_URL" --username "$ECR_VAULT_TEST_REGISTRY_USER" --password "$ECR_VAULT_TEST_REGISTRY_PASSWORD")
-dst=(--registry "$ECR_VAULT_TEST_TARGET_URL" --username "$ECR_VAULT_TEST_TARGET_USER" --password "$ECR_VAULT_TEST_TARGET_PASSWORD")
+dst=(--registry "$T_URL" --username "$T_USER" --password "$T_PASSWORD")
 vault="s3://$ECR_VAULT_TEST_BUCKET/demo"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 reg_curl() { curl -sf -u "$ECR_VAULT_TEST_REGISTRY_USER:$ECR_VAULT_TEST_REGISTRY_PASSWORD" "$@"; }
@@ -53,7 +64,7 @@ for ref in "${!before[@]}"; do
   echo "deleted $ref"
 done
 
-step "3. restore the latest snapshot into a fresh registry"
+step "3. restore the latest snapshot into a fresh registry ($T_URL, ${DEMO_TARGET:-fresh})"
 "$bin/ecr-vault" restore "${dst[@]}" --vault "$vault" --snapshot latest --dry-run
 "$bin/ecr-vault" restore "${dst[@]}" --vault "$vault" --snapshot latest
 "$bin/ecr-vault" verify --vault "$vault" --deep
@@ -62,8 +73,8 @@ step "4. compare digests with skopeo"
 fail=0
 for ref in "${!before[@]}"; do
   got="sha256:$(skopeo inspect --raw --tls-verify=false \
-    --creds "$ECR_VAULT_TEST_TARGET_USER:$ECR_VAULT_TEST_TARGET_PASSWORD" \
-    "docker://$ECR_VAULT_TEST_TARGET_HOST/$ref" | sha256sum | cut -d' ' -f1)"
+    --creds "$T_USER:$T_PASSWORD" \
+    "docker://$T_HOST/$ref" | sha256sum | cut -d' ' -f1)"
   if [ "$got" = "${before[$ref]}" ]; then echo "ok   $ref ${before[$ref]}"; else echo "DIFF $ref ${before[$ref]} != $got"; fail=1; fi
 done
 [ "$fail" = 0 ] && echo "drill passed: every image is back, byte for byte" || { echo "drill FAILED"; exit 1; }

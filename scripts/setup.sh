@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything the demo, the tests and the benchmarks need on a fresh Debian machine:
-# Debian packages (registry, skopeo, htpasswd), a Python venv with the pinned PyPI tools, and
-# the pinned cargo tools. Safe to re-run: each step is skipped when already satisfied.
+# Debian packages (registry, skopeo, htpasswd, openssl for the token server's certificates), a
+# Python venv with the pinned PyPI tools, and the pinned cargo tools. Safe to re-run: each step
+# is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(skopeo docker-registry apache2-utils curl jq)
+APT_PACKAGES=(skopeo docker-registry apache2-utils curl jq openssl)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

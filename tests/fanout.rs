@@ -290,6 +290,15 @@ async fn a_fanned_out_run_ends_with_one_complete_snapshot_of_every_image() -> Re
         );
     }
     assert!(dlq_bodies(&sqs, &q).await?.is_empty());
+    // The batch that completed the run counts one full snapshot (the no-full-snapshot alarm's
+    // metric); the other batches and the scheduled invocation count none.
+    let full_snapshots = |f: &Function| -> u64 {
+        f.metrics()
+            .iter()
+            .filter_map(|m| m["FullSnapshots"].as_u64())
+            .sum()
+    };
+    assert_eq!(full_snapshots(&f), 1, "{:#?}", f.metrics());
 
     // A redelivered item (SQS is at-least-once) is a cheap no-op: no new snapshot.
     let item = json!({"action": "backup-image", "repository": images[0].repo,
@@ -307,6 +316,7 @@ async fn a_fanned_out_run_ends_with_one_complete_snapshot_of_every_image() -> Re
         after.versions, contents.versions,
         "the redelivery wrote nothing"
     );
+    assert_eq!(full_snapshots(&f), 1, "counted once: {:#?}", f.metrics());
     Ok(())
 }
 

@@ -535,3 +535,62 @@ async fn invalid_configuration_stops_the_cold_start_with_a_clear_error() {
     );
     assert!(versions(&vault).await.0.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_lines_survive_the_warn_log_level_and_mark_full_snapshots() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("fnwarn");
+    let img = push(stack, 131, &format!("{ns}/app"), &["v1"])
+        .await
+        .unwrap();
+    let (bucket, _vault) = new_vault(stack, "").await.unwrap();
+    let repos = format!("{ns}/**");
+    // The template's JSON log format with ApplicationLogLevel=WARN.
+    let f = start_backup(
+        stack,
+        &bucket,
+        "",
+        &[
+            ("ECR_VAULT_REPOSITORIES", &repos),
+            ("AWS_LAMBDA_LOG_LEVEL", "WARN"),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let resp = f.invoke(&sample("schedule-scheduler.json", &[])).await.ok();
+    assert_eq!(resp["counts"]["imagesCopied"], 1, "{resp:#}");
+    let delivered = f.delivered_at("WARN");
+    let emf: Vec<&Value> = delivered
+        .iter()
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 1, "metric line dropped at WARN:\n{}", f.log());
+    assert_eq!(emf[0]["ImagesBackedUp"], 1);
+    assert_eq!(
+        emf[0]["FullSnapshots"], 1,
+        "a complete scheduled run is full"
+    );
+    // The filter is really at WARN: the run's INFO log line does not get through.
+    assert!(
+        !delivered
+            .iter()
+            .any(|v| v["fields"]["message"] == "backup run finished"),
+        "{delivered:#?}"
+    );
+
+    // A push run is not a full snapshot; its metrics still get through.
+    let event = sample(
+        "push.json",
+        &[(SAMPLE_REPO, &img.repo), (SAMPLE_DIGEST, &img.digest)],
+    );
+    f.invoke(&event).await.ok();
+    let delivered = f.delivered_at("WARN");
+    let emf: Vec<&Value> = delivered
+        .iter()
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    assert_eq!(emf.len(), 2, "{}", f.log());
+    assert_eq!(emf[1]["trigger"], "push");
+    assert_eq!(emf[1]["FullSnapshots"], 0);
+}

@@ -257,6 +257,13 @@ impl Function {
             .collect()
     }
 
+    /// What CloudWatch Logs would receive from the function's stdout and stderr with the
+    /// function's `ApplicationLogLevel` set to `level`: see [`lambda_level_filter`].
+    pub fn delivered_at(&self, level: &str) -> Vec<Value> {
+        let log = std::fs::read_to_string(self.dir.path().join("function.log")).unwrap_or_default();
+        lambda_level_filter(&log, level)
+    }
+
     /// The function's stdout and stderr (JSON logs), and the emulator's.
     pub fn log(&self) -> String {
         let read =
@@ -328,6 +335,30 @@ async fn wait_listening(emulator: &mut Group, port: u16, dir: &tempfile::TempDir
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(250));
     }
+}
+
+/// Lambda's application log-level filter for a function with the JSON log format, as the
+/// Lambda developer guide ("Log-level filtering") documents it: a JSON object on stdout or
+/// stderr is kept when its `level` is at or above `min`; a missing or invalid `level` counts
+/// as INFO. Emulated because cargo-lambda's emulator passes output through unfiltered and no
+/// local server implements the filter; only JSON-object lines are returned (the function
+/// writes nothing else under `AWS_LAMBDA_LOG_FORMAT=JSON`).
+pub fn lambda_level_filter(log: &str, min: &str) -> Vec<Value> {
+    const ORDER: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+    let rank = |l: &str| ORDER.iter().position(|o| o.eq_ignore_ascii_case(l));
+    let info = rank("INFO").unwrap_or_default();
+    let min = rank(min).unwrap_or_else(|| panic!("{min} is not a Lambda log level"));
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.is_object())
+        .filter(|v| {
+            v.get("level")
+                .and_then(Value::as_str)
+                .and_then(rank)
+                .unwrap_or(info)
+                >= min
+        })
+        .collect()
 }
 
 /// A sample event from `events/` with string substitutions.

@@ -114,6 +114,26 @@ async fn upload_cut_at_the_deadline_resumes_in_the_next_run_and_verifies() {
             .into_bytes(),
     )
     .unwrap();
+    // The record is locked briefly, in the vault's mode (COMPLIANCE here): a bucket policy
+    // that pins the mode (both templates' DenyOtherLockMode) admits the write.
+    let retention = client
+        .get_object_retention()
+        .bucket(&bucket)
+        .key(&staging_key)
+        .send()
+        .await
+        .unwrap();
+    let retention = retention.retention().unwrap();
+    assert_eq!(
+        retention.mode(),
+        Some(&aws_sdk_s3::types::ObjectLockRetentionMode::Compliance)
+    );
+    let until = retention.retain_until_date().unwrap().secs();
+    let in_a_day = chrono::Utc::now().timestamp() + 86_400;
+    assert!(
+        (in_a_day - 120..=in_a_day + 120).contains(&until),
+        "staging record locked until {until}, not about a day"
+    );
     let staged_parts = record.parts.len() as u64;
     assert!(
         (1..6).contains(&staged_parts),

@@ -1,17 +1,5 @@
-//! Least-privilege checks on the IAM in `template.yaml` and `templates/vault-account.yaml`.
-//!
-//! The templates are parsed as YAML with their CloudFormation short-form tags (`!Ref`, `!Sub`,
-//! `!GetAtt`, `!If`, ...), turned into the long form (`{"Ref": ...}`), and every policy
-//! statement is expanded over both branches of each `Fn::If`. A small evaluator then answers
-//! "may this principal do this action on this resource?" the way IAM does for one policy:
-//!
-//! - an explicit Deny wins, but only counts when it applies in **every** branch of the template
-//!   and its conditions are known to hold (a Deny that might be absent protects nothing);
-//! - an Allow counts as soon as it applies in **any** branch and its conditions might hold
-//!   (worst case);
-//! - actions match case-insensitively with `*` and `?`; resources and ARNs case-sensitively;
-//! - `NotAction` is evaluated; `NotResource` and `NotPrincipal` are refused (panic), so a
-//!   template that starts using them fails loudly here instead of being misjudged.
+//! Least-privilege checks on the IAM in `template.yaml` and `templates/vault-account.yaml`,
+//! with the evaluator in `ecr_vault_testkit::iam` (its doc says how it judges).
 //!
 //! Besides the decision table, two lints catch drift: an Allow may never name a forbidden
 //! action (even if a Deny currently masks it), and a role may not be allowed any action outside
@@ -19,679 +7,9 @@
 
 #![allow(clippy::unwrap_used)] // Test code: a failed step should panic with its error.
 
+use ecr_vault_testkit::iam::*;
 use serde_json::{Map, Value as Json, json};
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-// ------------------------------------------------------------------------------------------
-// Loading: YAML with CloudFormation tags -> JSON long form
-// ------------------------------------------------------------------------------------------
-
-fn repo_file(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .join(rel)
-}
-
-fn load_template(rel: &str) -> Json {
-    let path = repo_file(rel);
-    let text =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let yaml: serde_norway::Value =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
-    yaml_to_json(&yaml)
-}
-
-fn yaml_to_json(v: &serde_norway::Value) -> Json {
-    use serde_norway::Value as Y;
-    match v {
-        Y::Null => Json::Null,
-        Y::Bool(b) => Json::Bool(*b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                json!(i)
-            } else if let Some(u) = n.as_u64() {
-                json!(u)
-            } else {
-                json!(n.as_f64())
-            }
-        }
-        Y::String(s) => Json::String(s.clone()),
-        Y::Sequence(items) => Json::Array(items.iter().map(yaml_to_json).collect()),
-        Y::Mapping(m) => {
-            let mut out = Map::new();
-            for (k, v) in m {
-                let key = match yaml_to_json(k) {
-                    Json::String(s) => s,
-                    other => other.to_string(),
-                };
-                out.insert(key, yaml_to_json(v));
-            }
-            Json::Object(out)
-        }
-        Y::Tagged(t) => {
-            let tag = t.tag.to_string();
-            let name = tag.trim_start_matches('!');
-            let inner = yaml_to_json(&t.value);
-            let (key, value) = match name {
-                "Ref" => ("Ref".to_string(), inner),
-                "Condition" => ("Condition".to_string(), inner),
-                "GetAtt" => {
-                    let value = match inner {
-                        Json::String(s) => {
-                            let (res, attr) = s.split_once('.').unwrap_or((s.as_str(), ""));
-                            json!([res, attr])
-                        }
-                        other => other,
-                    };
-                    ("Fn::GetAtt".to_string(), value)
-                }
-                other => (format!("Fn::{other}"), inner),
-            };
-            let mut m = Map::new();
-            m.insert(key, value);
-            Json::Object(m)
-        }
-    }
-}
-
-fn is_no_value(v: &Json) -> bool {
-    v.get("Ref").and_then(Json::as_str) == Some("AWS::NoValue")
-}
-
-/// Every resolution of the `Fn::If`s inside `v`; `None` means "absent" (`AWS::NoValue`).
-fn expand_ifs(v: &Json) -> Vec<Option<Json>> {
-    if is_no_value(v) {
-        return vec![None];
-    }
-    match v {
-        Json::Object(m) => {
-            if let Some(args) = m.get("Fn::If").and_then(Json::as_array) {
-                assert!(m.len() == 1 && args.len() == 3, "malformed Fn::If: {v}");
-                let mut out = expand_ifs(&args[1]);
-                out.extend(expand_ifs(&args[2]));
-                return out;
-            }
-            let mut acc: Vec<Map<String, Json>> = vec![Map::new()];
-            for (k, child) in m {
-                let options = expand_ifs(child);
-                let mut next = Vec::new();
-                for partial in &acc {
-                    for opt in &options {
-                        let mut p = partial.clone();
-                        if let Some(val) = opt {
-                            p.insert(k.clone(), val.clone());
-                        }
-                        next.push(p);
-                    }
-                }
-                acc = next;
-            }
-            acc.into_iter().map(|m| Some(Json::Object(m))).collect()
-        }
-        Json::Array(items) => {
-            let mut acc: Vec<Vec<Json>> = vec![Vec::new()];
-            for item in items {
-                let options = expand_ifs(item);
-                let mut next = Vec::new();
-                for partial in &acc {
-                    for opt in &options {
-                        let mut p = partial.clone();
-                        if let Some(val) = opt {
-                            p.push(val.clone());
-                        }
-                        next.push(p);
-                    }
-                }
-                acc = next;
-            }
-            acc.into_iter().map(|a| Some(Json::Array(a))).collect()
-        }
-        _ => vec![Some(v.clone())],
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// Rendering intrinsics to strings with placeholders
-// ------------------------------------------------------------------------------------------
-
-/// How `Ref`/`GetAtt` render: explicit substitutions first, then parameter defaults (when
-/// non-empty), then `{Name}` placeholders.
-struct Renderer {
-    subs: HashMap<String, String>,
-    param_defaults: HashMap<String, String>,
-}
-
-impl Renderer {
-    fn new(template: &Json, subs: &[(&str, &str)]) -> Self {
-        let mut param_defaults = HashMap::new();
-        if let Some(params) = template.get("Parameters").and_then(Json::as_object) {
-            for (name, p) in params {
-                let default = match p.get("Default") {
-                    Some(Json::String(s)) => s.clone(),
-                    Some(Json::Number(n)) => n.to_string(),
-                    _ => String::new(),
-                };
-                if !default.is_empty() {
-                    param_defaults.insert(name.clone(), default);
-                }
-            }
-        }
-        let mut all: HashMap<String, String> = [
-            ("AWS::Partition", "aws"),
-            ("AWS::Region", "us-east-1"),
-            ("AWS::AccountId", "123456789012"),
-            ("AWS::URLSuffix", "amazonaws.com"),
-            ("AWS::StackName", "ecr-vault"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        for (k, v) in subs {
-            all.insert((*k).to_string(), (*v).to_string());
-        }
-        Renderer {
-            subs: all,
-            param_defaults,
-        }
-    }
-
-    fn name(&self, name: &str) -> String {
-        if let Some(v) = self.subs.get(name) {
-            return v.clone();
-        }
-        if let Some(v) = self.param_defaults.get(name) {
-            return v.clone();
-        }
-        format!("{{{name}}}")
-    }
-
-    /// Renders a scalar or a list (after `Fn::If` expansion) to its string values.
-    fn strings(&self, v: &Json) -> Vec<String> {
-        match v {
-            Json::Array(items) => items.iter().flat_map(|i| self.strings(i)).collect(),
-            other => vec![self.string(other)],
-        }
-    }
-
-    fn string(&self, v: &Json) -> String {
-        match v {
-            Json::String(s) => s.clone(),
-            Json::Number(n) => n.to_string(),
-            Json::Bool(b) => b.to_string(),
-            Json::Object(m) if m.len() == 1 => {
-                let (k, arg) = m.iter().next().expect("one entry");
-                match k.as_str() {
-                    "Ref" => self.name(arg.as_str().expect("Ref takes a name")),
-                    "Fn::GetAtt" => {
-                        let parts: Vec<&str> = arg
-                            .as_array()
-                            .expect("GetAtt list")
-                            .iter()
-                            .filter_map(Json::as_str)
-                            .collect();
-                        self.name(&parts.join("."))
-                    }
-                    "Fn::Sub" => self.sub(arg),
-                    "Fn::Join" => {
-                        let a = arg.as_array().expect("Join args");
-                        let sep = a[0].as_str().unwrap_or("");
-                        let parts: Vec<String> = self.strings(&a[1]);
-                        parts.join(sep)
-                    }
-                    "Fn::Select" => {
-                        // Only the idiom "account id of an ARN" is understood.
-                        let a = arg.as_array().expect("Select args");
-                        let split = a[1].get("Fn::Split").and_then(Json::as_array);
-                        match (a[0].as_u64(), split) {
-                            (Some(4), Some(s)) if s[0] == ":" => {
-                                format!("{}#account", self.string(&s[1]))
-                            }
-                            _ => "{Select}".to_string(),
-                        }
-                    }
-                    other => format!("{{{other}}}"),
-                }
-            }
-            other => panic!("cannot render {other}"),
-        }
-    }
-
-    fn sub(&self, arg: &Json) -> String {
-        let (text, vars) = match arg {
-            Json::String(s) => (s.as_str(), None),
-            Json::Array(a) => (a[0].as_str().expect("Sub text"), a.get(1)),
-            other => panic!("bad Fn::Sub {other}"),
-        };
-        let mut out = String::new();
-        let mut rest = text;
-        while let Some(start) = rest.find("${") {
-            out.push_str(&rest[..start]);
-            let end = rest[start..].find('}').expect("closing brace") + start;
-            let var = &rest[start + 2..end];
-            let value = match vars.and_then(|v| v.get(var)) {
-                Some(v) => self.string(v),
-                None => self.name(var),
-            };
-            out.push_str(&value);
-            rest = &rest[end + 1..];
-        }
-        out.push_str(rest);
-        out
-    }
-}
-
-// ------------------------------------------------------------------------------------------
-// Policy model and evaluator
-// ------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Effect {
-    Allow,
-    Deny,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Tri {
-    True,
-    False,
-    Unknown,
-}
-
-/// One statement after `Fn::If` expansion and rendering.
-#[derive(Clone, Debug)]
-struct Stmt {
-    sid: String,
-    effect: Effect,
-    actions: Vec<String>,
-    not_action: bool,
-    resources: Vec<String>,
-    /// `None`: identity policy (no Principal element).
-    principals: Option<Vec<String>>,
-    /// operator -> key -> values
-    conditions: Vec<(String, String, Vec<String>)>,
-}
-
-/// A statement as written: one alternative per template branch; `None` = absent there.
-#[derive(Clone, Debug)]
-struct Written {
-    alternatives: Vec<Option<Stmt>>,
-}
-
-#[derive(Clone, Debug)]
-struct Policy {
-    name: String,
-    statements: Vec<Written>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Request {
-    action: String,
-    resource: String,
-    principal_arn: String,
-    principal_account: String,
-    /// Condition keys known for this request: `Some(v)` present, `None` known absent.
-    /// Keys not listed are unknown.
-    keys: HashMap<String, Option<String>>,
-}
-
-impl Request {
-    fn new(action: &str, resource: &str) -> Self {
-        let mut keys = HashMap::new();
-        keys.insert("aws:SecureTransport".to_string(), Some("true".to_string()));
-        Request {
-            action: action.to_string(),
-            resource: resource.to_string(),
-            principal_arn: "{self}".to_string(),
-            principal_account: "123456789012".to_string(),
-            keys,
-        }
-    }
-    fn by(mut self, principal_arn: &str, account: &str) -> Self {
-        self.principal_arn = principal_arn.to_string();
-        self.principal_account = account.to_string();
-        self
-    }
-    fn with_key(mut self, key: &str, value: Option<&str>) -> Self {
-        self.keys
-            .insert(key.to_string(), value.map(|v| v.to_string()));
-        self
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Decision {
-    Allowed,
-    ExplicitlyDenied,
-    ImplicitlyDenied,
-}
-
-/// IAM-style wildcard match: `*` any run, `?` one character.
-fn glob(pattern: &str, text: &str, case_insensitive: bool) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = if case_insensitive {
-        (
-            pattern.to_lowercase().chars().collect(),
-            text.to_lowercase().chars().collect(),
-        )
-    } else {
-        (pattern.chars().collect(), text.chars().collect())
-    };
-    let (mut pi, mut ti) = (0usize, 0usize);
-    let (mut star, mut mark) = (None::<usize>, 0usize);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    while pi < p.len() && p[pi] == '*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
-fn and(a: Tri, b: Tri) -> Tri {
-    match (a, b) {
-        (Tri::False, _) | (_, Tri::False) => Tri::False,
-        (Tri::True, Tri::True) => Tri::True,
-        _ => Tri::Unknown,
-    }
-}
-
-impl Stmt {
-    fn matches_action(&self, action: &str) -> bool {
-        let hit = self.actions.iter().any(|p| glob(p, action, true));
-        hit != self.not_action
-    }
-
-    fn matches_resource(&self, resource: &str) -> bool {
-        self.resources.iter().any(|p| glob(p, resource, false))
-    }
-
-    fn matches_principal(&self, req: &Request) -> bool {
-        match &self.principals {
-            None => true,
-            Some(ps) => ps.iter().any(|p| {
-                p == "*"
-                    || glob(p, &req.principal_arn, false)
-                    || *p == format!("arn:aws:iam::{}:root", req.principal_account)
-            }),
-        }
-    }
-
-    fn condition(&self, req: &Request) -> Tri {
-        let mut acc = Tri::True;
-        for (op, key, values) in &self.conditions {
-            acc = and(acc, eval_condition(op, key, values, req));
-        }
-        acc
-    }
-
-    fn applies(&self, req: &Request) -> Tri {
-        if !(self.matches_action(&req.action)
-            && self.matches_resource(&req.resource)
-            && self.matches_principal(req))
-        {
-            return Tri::False;
-        }
-        self.condition(req)
-    }
-}
-
-fn eval_condition(op: &str, key: &str, values: &[String], req: &Request) -> Tri {
-    let actual: Option<Option<String>> = match key {
-        "aws:PrincipalArn" => Some(Some(req.principal_arn.clone())),
-        "aws:PrincipalAccount" => Some(Some(req.principal_account.clone())),
-        _ => req.keys.get(key).cloned(),
-    };
-    let Some(actual) = actual else {
-        return Tri::Unknown;
-    };
-    let base = op.trim_end_matches("IfExists");
-    if base == "Null" {
-        let want_absent = values.iter().any(|v| v == "true");
-        return if actual.is_none() == want_absent {
-            Tri::True
-        } else {
-            Tri::False
-        };
-    }
-    let Some(actual) = actual else {
-        // Key absent: positive operators fail, negated ones match (IAM semantics);
-        // ...IfExists operators match.
-        let negated = base.contains("Not");
-        return if negated || op.ends_with("IfExists") {
-            Tri::True
-        } else {
-            Tri::False
-        };
-    };
-    let r = match base {
-        "StringEquals" | "ArnEquals" | "Bool" => values.contains(&actual),
-        "StringEqualsIgnoreCase" => values.iter().any(|v| v.eq_ignore_ascii_case(&actual)),
-        "StringLike" | "ArnLike" => values.iter().any(|v| glob(v, &actual, false)),
-        "StringNotEquals" | "ArnNotEquals" => !values.contains(&actual),
-        "StringNotLike" | "ArnNotLike" => !values.iter().any(|v| glob(v, &actual, false)),
-        "NumericGreaterThan"
-        | "NumericLessThan"
-        | "NumericGreaterThanEquals"
-        | "NumericLessThanEquals"
-        | "NumericEquals" => {
-            let a: f64 = match actual.parse() {
-                Ok(a) => a,
-                Err(_) => return Tri::Unknown,
-            };
-            let mut any = false;
-            for v in values {
-                let Ok(b) = v.parse::<f64>() else {
-                    return Tri::Unknown;
-                };
-                any |= match base {
-                    "NumericGreaterThan" => a > b,
-                    "NumericLessThan" => a < b,
-                    "NumericGreaterThanEquals" => a >= b,
-                    "NumericLessThanEquals" => a <= b,
-                    _ => a == b,
-                };
-            }
-            any
-        }
-        _ => return Tri::Unknown,
-    };
-    if r { Tri::True } else { Tri::False }
-}
-
-impl Policy {
-    fn decide(&self, req: &Request) -> Decision {
-        let denied = self.statements.iter().any(|w| {
-            w.alternatives.iter().all(|alt| {
-                alt.as_ref()
-                    .is_some_and(|s| s.effect == Effect::Deny && s.applies(req) == Tri::True)
-            })
-        });
-        if denied {
-            return Decision::ExplicitlyDenied;
-        }
-        let allowed = self.statements.iter().any(|w| {
-            w.alternatives
-                .iter()
-                .flatten()
-                .any(|s| s.effect == Effect::Allow && s.applies(req) != Tri::False)
-        });
-        if allowed {
-            Decision::Allowed
-        } else {
-            Decision::ImplicitlyDenied
-        }
-    }
-
-    fn allow_statements(&self) -> impl Iterator<Item = &Stmt> {
-        self.statements
-            .iter()
-            .flat_map(|w| w.alternatives.iter().flatten())
-            .filter(|s| s.effect == Effect::Allow)
-    }
-
-    /// Appends a statement given in CloudFormation JSON (the negative tests use this).
-    fn inject(&mut self, r: &Renderer, statement: Json) {
-        self.statements.push(parse_statement(r, &statement));
-    }
-
-    fn remove_denies(&mut self) {
-        self.statements.retain(|w| {
-            !w.alternatives
-                .iter()
-                .flatten()
-                .any(|s| s.effect == Effect::Deny)
-        });
-    }
-}
-
-fn string_list(r: &Renderer, v: Option<&Json>) -> Vec<String> {
-    match v {
-        None => Vec::new(),
-        Some(v) => r.strings(v),
-    }
-}
-
-fn parse_statement(r: &Renderer, written: &Json) -> Written {
-    let alternatives = expand_ifs(written)
-        .into_iter()
-        .map(|alt| alt.map(|s| render_statement(r, &s)))
-        .collect();
-    Written { alternatives }
-}
-
-fn render_statement(r: &Renderer, s: &Json) -> Stmt {
-    for refused in ["NotResource", "NotPrincipal"] {
-        assert!(
-            s.get(refused).is_none(),
-            "{refused} is not supported by this checker: {s}"
-        );
-    }
-    let effect = match s.get("Effect").and_then(Json::as_str) {
-        Some("Allow") => Effect::Allow,
-        Some("Deny") => Effect::Deny,
-        other => panic!("statement without a valid Effect ({other:?}): {s}"),
-    };
-    let (actions, not_action) = match (s.get("Action"), s.get("NotAction")) {
-        (Some(a), None) => (string_list(r, Some(a)), false),
-        (None, Some(a)) => (string_list(r, Some(a)), true),
-        _ => panic!("statement needs exactly one of Action/NotAction: {s}"),
-    };
-    let principals = s.get("Principal").map(|p| match p {
-        Json::String(star) => vec![star.clone()],
-        Json::Object(m) => {
-            for k in m.keys() {
-                assert!(
-                    k == "AWS" || k == "Service",
-                    "principal type {k} not supported"
-                );
-            }
-            m.get("AWS").map(|v| r.strings(v)).unwrap_or_default()
-        }
-        other => panic!("bad Principal {other}"),
-    });
-    let mut conditions = Vec::new();
-    if let Some(Json::Object(ops)) = s.get("Condition") {
-        for (op, keys) in ops {
-            for (key, values) in keys.as_object().expect("condition block") {
-                conditions.push((op.clone(), key.clone(), r.strings(values)));
-            }
-        }
-    }
-    Stmt {
-        sid: s
-            .get("Sid")
-            .and_then(Json::as_str)
-            .unwrap_or("(no Sid)")
-            .to_string(),
-        effect,
-        actions,
-        not_action,
-        resources: string_list(r, s.get("Resource")),
-        principals,
-        conditions,
-    }
-}
-
-fn policy_from_document(r: &Renderer, name: &str, doc: &Json) -> Policy {
-    let statements = match doc.get("Statement") {
-        Some(Json::Array(items)) => items.iter().map(|s| parse_statement(r, s)).collect(),
-        Some(single) => vec![parse_statement(r, single)],
-        None => panic!("{name}: policy document without Statement"),
-    };
-    Policy {
-        name: name.to_string(),
-        statements,
-    }
-}
-
-fn resources(template: &Json) -> &Map<String, Json> {
-    template
-        .get("Resources")
-        .and_then(Json::as_object)
-        .expect("template has Resources")
-}
-
-/// All inline statements of an `AWS::IAM::Role`, plus any `AWS::IAM::Policy` attached to it.
-/// Managed policies would be invisible here, so they are refused.
-fn role_policy(template: &Json, r: &Renderer, role: &str) -> Policy {
-    let res = resources(template);
-    let role_res = res
-        .get(role)
-        .unwrap_or_else(|| panic!("no resource {role}"));
-    assert_eq!(role_res["Type"], "AWS::IAM::Role", "{role} is not a role");
-    let props = &role_res["Properties"];
-    assert!(
-        props.get("ManagedPolicyArns").is_none(),
-        "{role}: managed policies can't be checked here; use inline statements"
-    );
-    let mut statements = Vec::new();
-    for p in props
-        .get("Policies")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let doc = &p["PolicyDocument"];
-        statements.extend(policy_from_document(r, role, doc).statements);
-    }
-    for (name, other) in res {
-        if other["Type"] == "AWS::IAM::Policy" || other["Type"] == "AWS::IAM::ManagedPolicy" {
-            let attached = other["Properties"]["Roles"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|x| x.get("Ref").and_then(Json::as_str) == Some(role));
-            if attached {
-                let doc = &other["Properties"]["PolicyDocument"];
-                statements.extend(policy_from_document(r, name, doc).statements);
-            }
-        }
-    }
-    Policy {
-        name: role.to_string(),
-        statements,
-    }
-}
-
-fn bucket_policy(template: &Json, r: &Renderer, logical_id: &str) -> Policy {
-    let res = &resources(template)[logical_id];
-    assert_eq!(res["Type"], "AWS::S3::BucketPolicy");
-    policy_from_document(r, logical_id, &res["Properties"]["PolicyDocument"])
-}
 
 // ------------------------------------------------------------------------------------------
 // The expectations
@@ -705,21 +23,22 @@ const RESTORE_REPO_ARN: &str =
     "arn:aws:ecr:eu-west-1:123456789012:repository/restored/team/app/api";
 
 /// Both ways the app template names the vault resolve to the same test bucket.
+fn app_subs() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("VaultBucket", VAULT),
+        ("VaultBucketName", VAULT),
+        ("VaultBucket.Arn", BUCKET_ARN),
+        ("VaultPrefix", "ecr/"),
+        ("WorkQueue.Arn", "arn:aws:sqs:us-east-1:123456789012:work"),
+        (
+            "FailedEventsQueue.Arn",
+            "arn:aws:sqs:us-east-1:123456789012:failed",
+        ),
+    ]
+}
+
 fn app_renderer(template: &Json) -> Renderer {
-    Renderer::new(
-        template,
-        &[
-            ("VaultBucket", VAULT),
-            ("VaultBucketName", VAULT),
-            ("VaultBucket.Arn", BUCKET_ARN),
-            ("VaultPrefix", "ecr/"),
-            ("WorkQueue.Arn", "arn:aws:sqs:us-east-1:123456789012:work"),
-            (
-                "FailedEventsQueue.Arn",
-                "arn:aws:sqs:us-east-1:123456789012:failed",
-            ),
-        ],
-    )
+    Renderer::new(template, &app_subs())
 }
 
 /// Actions that would let the backup path destroy or weaken backups.
@@ -911,14 +230,22 @@ fn restore_role_findings(p: &Policy) -> Vec<String> {
         ("ecr:BatchGetImage", RESTORE_REPO_ARN),
         ("ecr:PutLifecyclePolicy", RESTORE_REPO_ARN),
         ("ecr:SetRepositoryPolicy", RESTORE_REPO_ARN),
-        ("ecr:PutImageTagMutability", RESTORE_REPO_ARN),
-        ("ecr:PutImageScanningConfiguration", RESTORE_REPO_ARN),
-        ("ecr:TagResource", RESTORE_REPO_ARN),
     ];
     for (action, res) in needs {
         let d = p.decide(&Request::new(action, res));
         if d != Decision::Allowed {
             out.push(format!("{}: needs {action} on {res}, is {d:?}", p.name));
+        }
+    }
+    // Settings go into CreateRepository itself; the code never calls these (crates/ecr).
+    for action in [
+        "ecr:PutImageTagMutability",
+        "ecr:PutImageScanningConfiguration",
+        "ecr:TagResource",
+    ] {
+        let d = p.decide(&Request::new(action, RESTORE_REPO_ARN));
+        if d == Decision::Allowed {
+            out.push(format!("{}: {action} is allowed but never called", p.name));
         }
     }
     for action in ["ecr:BatchDeleteImage", "ecr:DeleteRepository"] {
@@ -1071,6 +398,122 @@ fn restore_role_cannot_put_or_delete_anything_in_s3() {
     }
 }
 
+#[test]
+fn vault_prefix_pattern_admits_exactly_what_the_code_accepts() {
+    let candidates = [
+        "ecr/",
+        "ecr/prod/",
+        "a/",
+        "a.b-c_d/",
+        ".../",
+        "x.y/",
+        "/",
+        "ecr",
+        "./",
+        "../",
+        "a/../",
+        "a//",
+        "a!/",
+        "a'b/",
+        "(x)/",
+        "a b/",
+        "/ecr/",
+        "a/./b/",
+        "..a/",
+    ];
+    for rel in ["template.yaml", "templates/vault-account.yaml"] {
+        let t = load_template(rel);
+        let pattern = t["Parameters"]["VaultPrefix"]["AllowedPattern"]
+            .as_str()
+            .unwrap();
+        let re = regex_lite::Regex::new(pattern).unwrap();
+        assert!(re.is_match(""), "{rel}: empty prefix");
+        for p in candidates {
+            // Accepted as written: "a//" parses too, but as the prefix "a".
+            let code = ecr_vault_vault::VaultLocation::parse(&format!("s3://bucket/{p}"))
+                .is_ok_and(|l| !l.prefix.is_empty() && format!("{}/", l.prefix) == p);
+            assert_eq!(re.is_match(p), code, "{rel}: {p:?}");
+        }
+    }
+}
+
+#[test]
+fn work_item_retries_fit_the_fan_out_run_and_the_queue() {
+    let (t, _) = app();
+    let max = t["Parameters"]["WorkMaxReceiveCount"]["MaxValue"]
+        .as_u64()
+        .unwrap();
+    let queue = &resources(&t)["WorkQueue"]["Properties"];
+    let visibility = queue["VisibilityTimeout"].as_u64().unwrap();
+    let retention = queue["MessageRetentionPeriod"].as_u64().unwrap();
+    let run_timeout: u64 = resources(&t)["BackupFunction"]["Properties"]["Environment"]
+        ["Variables"]["ECR_VAULT_FANOUT_RUN_TIMEOUT_SECS"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        max * visibility < run_timeout,
+        "{max} x {visibility} >= {run_timeout}"
+    );
+    assert!(
+        max * visibility < retention,
+        "{max} x {visibility} >= {retention}"
+    );
+}
+
+#[test]
+fn restore_role_reads_only_the_configured_registry_secrets() {
+    let t = load_template("template.yaml");
+    let a = "arn:aws:secretsmanager:us-east-1:123456789012:secret:reg-a-AbCdEf";
+    let b = "arn:aws:secretsmanager:us-east-1:123456789012:secret:reg-b-GhIjKl";
+    let both = format!("{a},{b}");
+    let mut subs = app_subs();
+    subs.push(("RestoreRegistrySecretArns", both.as_str()));
+    let r = Renderer::new(&t, &subs);
+    let p = role_policy(&t, &r, "RestoreRole");
+    for arn in [a, b] {
+        assert_eq!(
+            p.decide(&Request::new("secretsmanager:GetSecretValue", arn)),
+            Decision::Allowed,
+            "{arn}"
+        );
+    }
+    let other = "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod-db-MnOpQr";
+    assert_eq!(
+        p.decide(&Request::new("secretsmanager:GetSecretValue", other)),
+        Decision::ImplicitlyDenied
+    );
+    for role in ["BackupRole", "GcRole"] {
+        let p = role_policy(&t, &r, role);
+        assert_eq!(
+            p.decide(&Request::new("secretsmanager:GetSecretValue", a)),
+            Decision::ImplicitlyDenied,
+            "{role}"
+        );
+    }
+}
+
+#[test]
+fn restore_function_gets_its_egress_rule_and_never_the_test_loopback_switch() {
+    let (t, _) = app();
+    let env = &resources(&t)["RestoreFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(
+        env["ECR_VAULT_APPROVED_REGISTRIES"],
+        json!({"Ref": "ApprovedRestoreRegistries"})
+    );
+    assert_eq!(
+        env["ECR_VAULT_REGISTRY_SECRET_ARNS"],
+        json!({"Ref": "RestoreRegistrySecretArns"})
+    );
+    assert_eq!(t["Parameters"]["ApprovedRestoreRegistries"]["Default"], "");
+    let text = std::fs::read_to_string(repo_file("template.yaml")).unwrap();
+    assert!(
+        !text.contains(ecr_vault_restore_fn::egress::TEST_ALLOW_LOOPBACK_VAR),
+        "the template must never admit loopback restore targets"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // App template: wiring
 // ------------------------------------------------------------------------------------------
@@ -1082,6 +525,7 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
         ("BackupFunction", "BackupRole"),
         ("RestoreFunction", "RestoreRole"),
         ("GcFunction", "GcRole"),
+        ("DrillFunction", "DrillRole"),
     ] {
         let props = &resources(&t)[func]["Properties"];
         assert!(
@@ -1097,7 +541,13 @@ fn functions_use_the_checked_roles_not_sam_policy_templates() {
     for (name, res) in resources(&t) {
         if res["Type"] == "AWS::Serverless::Function" {
             assert!(
-                ["BackupFunction", "RestoreFunction", "GcFunction"].contains(&name.as_str()),
+                [
+                    "BackupFunction",
+                    "RestoreFunction",
+                    "GcFunction",
+                    "DrillFunction"
+                ]
+                .contains(&name.as_str()),
                 "unexpected function {name}: give it a checked role"
             );
         }
@@ -1299,7 +749,7 @@ fn vault_bounds_the_retention_a_writer_may_set() {
 }
 
 #[test]
-fn vault_refuses_blob_writes_without_if_none_match() {
+fn vault_refuses_writes_without_if_none_match_everywhere_but_staging() {
     let (t, r) = vault();
     let p = bucket_policy(&t, &r, "VaultBucketPolicy");
     let blind = as_backup("s3:PutObject", BLOB_ARN)
@@ -1317,9 +767,17 @@ fn vault_refuses_blob_writes_without_if_none_match() {
         .statements
         .iter()
         .flat_map(|w| w.alternatives.iter().flatten())
-        .find(|s| s.sid == "DenyUnconditionalBlobWrites")
-        .expect("DenyUnconditionalBlobWrites statement");
+        .find(|s| s.sid == "DenyUnconditionalOverwrites")
+        .expect("DenyUnconditionalOverwrites statement");
     assert_eq!(written.applies(&blind), Tri::True);
+    for key in ["snapshots/x.json", "events/x.json", "oci-layout"] {
+        let mut other = blind.clone();
+        other.resource = format!("arn:aws:s3:::vault-bucket/ecr/{key}");
+        assert_eq!(written.applies(&other), Tri::True, "{key}");
+    }
+    let mut staging = blind.clone();
+    staging.resource = "arn:aws:s3:::vault-bucket/ecr/staging/uploads/x.json".into();
+    assert_eq!(written.applies(&staging), Tri::False);
 }
 
 #[test]
@@ -1358,6 +816,146 @@ fn vault_grants_nothing_to_other_principals() {
         let req = Request::new(action, BLOB_ARN).by(stranger, "999999999999");
         assert_ne!(p.decide(&req), Decision::Allowed, "{action}");
     }
+}
+
+const KEY_ARN: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const BREAK_GLASS: &str = "arn:aws:iam::123456789012:role/break-glass";
+
+/// The vault template with its own key, a restore principal and a break-glass role.
+fn vault_with_key() -> (Json, Renderer) {
+    let t = load_template("templates/vault-account.yaml");
+    let r = Renderer::new(
+        &t,
+        &[
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultBucket", VAULT),
+            ("VaultPrefix", "ecr/"),
+            ("VaultKey.Arn", KEY_ARN),
+            (
+                "BackupPrincipalArn",
+                "arn:aws:iam::111111111111:role/ecr-vault/BackupRole",
+            ),
+            (
+                "RestorePrincipalArn",
+                "arn:aws:iam::111111111111:role/ecr-vault/RestoreRole",
+            ),
+            ("BreakGlassPrincipalArn", BREAK_GLASS),
+        ],
+    )
+    .with_conditions(&[
+        ("CreateKey", true),
+        ("HasKmsKey", false),
+        ("UseKms", true),
+        ("HasRestorePrincipal", true),
+        ("HasBreakGlassPrincipal", true),
+    ]);
+    (t, r)
+}
+
+#[test]
+fn vault_key_cannot_be_deleted_disabled_or_re_owned_except_by_break_glass() {
+    let (t, r) = vault_with_key();
+    let key = &resources(&t)["VaultKey"];
+    assert_eq!(key["DeletionPolicy"], "Retain");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let p = policy_from_document(&r, "VaultKey", &key["Properties"]["KeyPolicy"]);
+    let admin = "arn:aws:iam::123456789012:role/admin";
+    let backup = "arn:aws:iam::111111111111:role/ecr-vault/BackupRole";
+    for action in [
+        "kms:ScheduleKeyDeletion",
+        "kms:DisableKey",
+        "kms:PutKeyPolicy",
+    ] {
+        for who in [admin, backup] {
+            let account = who.split(':').nth(4).unwrap();
+            let req = Request::new(action, KEY_ARN).by(who, account);
+            assert_eq!(
+                p.decide(&req),
+                Decision::ExplicitlyDenied,
+                "{action} by {who}"
+            );
+            assert_eq!(p.denying_sid(&req).as_deref(), Some("DenyKeyDestruction"));
+        }
+        let req = Request::new(action, KEY_ARN).by(BREAK_GLASS, "123456789012");
+        assert_eq!(p.decide(&req), Decision::Allowed, "{action} by break glass");
+    }
+    // The backup role encrypts and decrypts through S3 only; the restore role only decrypts.
+    let via_s3 = |a: &str, who: &str| {
+        Request::new(a, KEY_ARN)
+            .by(who, "111111111111")
+            .with_key("kms:ViaService", Some("s3.us-east-1.amazonaws.com"))
+    };
+    assert_eq!(
+        p.decide(&via_s3("kms:GenerateDataKey", backup)),
+        Decision::Allowed
+    );
+    assert_eq!(p.decide(&via_s3("kms:Decrypt", backup)), Decision::Allowed);
+    let direct = Request::new("kms:Decrypt", KEY_ARN)
+        .by(backup, "111111111111")
+        .with_key("kms:ViaService", None);
+    assert_eq!(p.decide(&direct), Decision::ImplicitlyDenied);
+    let restore = "arn:aws:iam::111111111111:role/ecr-vault/RestoreRole";
+    assert_eq!(p.decide(&via_s3("kms:Decrypt", restore)), Decision::Allowed);
+    assert_eq!(
+        p.decide(&via_s3("kms:GenerateDataKey", restore)),
+        Decision::ImplicitlyDenied
+    );
+}
+
+#[test]
+fn vault_bucket_refuses_customer_provided_keys_and_other_kms_keys() {
+    let (t, r) = vault_with_key();
+    let p = bucket_policy(&t, &r, "VaultBucketPolicy");
+    let write = || {
+        Request::new("s3:PutObject", BLOB_ARN)
+            .by(
+                "arn:aws:iam::111111111111:role/ecr-vault/BackupRole",
+                "111111111111",
+            )
+            .with_key("s3:object-lock-remaining-retention-days", Some("9"))
+            .with_key("s3:object-lock-mode", Some("COMPLIANCE"))
+            .with_key("s3:if-none-match", Some("*"))
+            .with_key("s3:ObjectCreationOperation", Some("true"))
+    };
+    let plain = write()
+        .with_key("s3:x-amz-server-side-encryption-customer-algorithm", None)
+        .with_key("s3:x-amz-server-side-encryption", None)
+        .with_key("s3:x-amz-server-side-encryption-aws-kms-key-id", None);
+    assert_eq!(p.decide(&plain), Decision::Allowed, "the code's own write");
+    for (key, value, sid) in [
+        (
+            "s3:x-amz-server-side-encryption-customer-algorithm",
+            "AES256",
+            "DenyCustomerProvidedKeys",
+        ),
+        (
+            "s3:x-amz-server-side-encryption",
+            "AES256",
+            "DenyOtherEncryption",
+        ),
+        (
+            "s3:x-amz-server-side-encryption-aws-kms-key-id",
+            "arn:aws:kms:us-east-1:999999999999:key/attacker",
+            "DenyOtherKmsKey",
+        ),
+    ] {
+        let req = plain.clone().with_key(key, Some(value));
+        assert_eq!(p.decide(&req), Decision::ExplicitlyDenied, "{key}");
+        assert_eq!(p.denying_sid(&req).as_deref(), Some(sid), "{key}");
+    }
+    // The single-account bucket refuses SSE-C as well.
+    let (app_t, app_r) = app();
+    let app_p = bucket_policy(&app_t, &app_r, "VaultBucketPolicy");
+    let sse_c = Request::new("s3:PutObject", BLOB_ARN)
+        .by("arn:aws:iam::123456789012:role/admin", "123456789012")
+        .with_key(
+            "s3:x-amz-server-side-encryption-customer-algorithm",
+            Some("AES256"),
+        );
+    assert_eq!(
+        app_p.denying_sid(&sse_c).as_deref(),
+        Some("DenyCustomerProvidedKeys")
+    );
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1494,6 +1092,7 @@ fn existing_bucket_deployment() -> HashMap<&'static str, bool> {
         ("HasBucketName", true),
         ("HasKmsKey", false),
         ("HasMaintenancePrincipal", false),
+        ("HasRestoreSecrets", false),
         ("HasAlarmEmail", false),
         ("HasPushRepositoryPrefix", false),
         ("ScheduleEnabled", true),
@@ -1652,9 +1251,15 @@ fn gc_role_findings(p: &Policy) -> Vec<String> {
             out.push(format!("{}: {action} on {res} is allowed", p.name));
         }
     }
+    // GC deletes versions by id only (crates/engine/src/gc.rs): never a delete marker.
+    if p.decide(&Request::new("s3:DeleteObject", BLOB_ARN)) == Decision::Allowed {
+        out.push(format!(
+            "{}: s3:DeleteObject (unversioned) is allowed but never called",
+            p.name
+        ));
+    }
     for (action, res) in [
         ("s3:DeleteObjectVersion", BLOB_ARN),
-        ("s3:DeleteObject", BLOB_ARN),
         ("s3:GetObject", BLOB_ARN),
         ("s3:GetObjectRetention", BLOB_ARN),
         ("s3:ListBucket", BUCKET_ARN),
@@ -1712,7 +1317,7 @@ fn checker_accepts_a_minimal_gc_role_and_reports_a_governance_bypass_on_it() {
                    "Resource": "arn:aws:s3:::vault-bucket"}),
             json!({"Sid": "DeleteExpired", "Effect": "Allow",
                    "Action": ["s3:GetObject", "s3:GetObjectRetention",
-                              "s3:DeleteObject", "s3:DeleteObjectVersion"],
+                              "s3:DeleteObjectVersion"],
                    "Resource": "arn:aws:s3:::vault-bucket/ecr/*"}),
         ];
         statements.extend(extra);
@@ -2124,4 +1729,307 @@ async fn moto_enforcing_the_generated_role_policies_refuses_what_the_table_denie
         errors.join("\n"),
         seen.join("\n  ")
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// Operations (issue 18): alarms, the restore failure destination
+// ------------------------------------------------------------------------------------------
+
+/// Alarms whose silence is the failure: missing data breaches. Every other alarm watches a
+/// failure count, where missing data means nothing failed.
+const SILENCE_ALARMS: &[&str] = &["NoFullSnapshotAlarm", "DrillOverdueAlarm"];
+
+#[test]
+fn every_alarm_notifies_the_alarm_topic_and_only_silence_alarms_breach_on_missing_data() {
+    let (t, _) = app();
+    let topic = json!([{"Ref": "AlarmTopic"}]);
+    let mut alarms = 0;
+    for (name, res) in resources(&t) {
+        if res["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        alarms += 1;
+        let p = &res["Properties"];
+        assert_eq!(p["AlarmActions"], topic, "{name}: alarm actions");
+        assert_eq!(p["OKActions"], topic, "{name}: OK actions");
+        let expected = if SILENCE_ALARMS.contains(&name.as_str()) {
+            "breaching"
+        } else {
+            "notBreaching"
+        };
+        assert_eq!(p["TreatMissingData"], expected, "{name}");
+    }
+    assert!(alarms >= 8, "only {alarms} alarms");
+    let silence = &resources(&t)["NoFullSnapshotAlarm"]["Properties"];
+    assert_eq!(silence["MetricName"], "FullSnapshots");
+    assert_eq!(silence["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(silence["Threshold"], 1);
+    // Every evaluated period must lack a full snapshot: a datapoint anywhere in the window
+    // keeps the alarm quiet.
+    assert_eq!(silence["EvaluationPeriods"], silence["DatapointsToAlarm"]);
+}
+
+#[test]
+fn failed_asynchronous_restores_go_to_the_alarm_topic_which_the_restore_role_may_publish_to_only() {
+    let (t, r) = app();
+    let dest = &resources(&t)["RestoreFunction"]["Properties"]["EventInvokeConfig"]["DestinationConfig"]
+        ["OnFailure"];
+    assert_eq!(dest["Type"], "SNS");
+    assert_eq!(dest["Destination"], json!({"Ref": "AlarmTopic"}));
+    let p = role_policy(&t, &r, "RestoreRole");
+    assert_eq!(
+        p.decide(&Request::new("sns:Publish", "{AlarmTopic}")),
+        Decision::Allowed
+    );
+    for (action, res) in [
+        (
+            "sns:Publish",
+            "arn:aws:sns:us-east-1:123456789012:someone-elses-topic",
+        ),
+        ("sns:Subscribe", "{AlarmTopic}"),
+        ("sns:SetTopicAttributes", "{AlarmTopic}"),
+    ] {
+        assert_ne!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    // The restore role's table still holds with the destination policy attached.
+    assert_no_findings(restore_role_findings(&p));
+}
+
+const DRILL_REPO_ARN: &str =
+    "arn:aws:ecr:us-east-1:123456789012:repository/ecr-vault-drill/20261201-060000/team/app";
+
+#[test]
+fn drill_role_deletes_only_under_the_scratch_prefix() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "DrillRole");
+    for action in ["ecr:BatchDeleteImage", "ecr:DeleteRepository"] {
+        assert_eq!(
+            p.decide(&Request::new(action, DRILL_REPO_ARN)),
+            Decision::Allowed,
+            "{action} under the prefix"
+        );
+        for elsewhere in [
+            SOURCE_REPO_ARN,
+            RESTORE_REPO_ARN,
+            // Look-alikes: a sibling name, and the prefix in another region or account.
+            "arn:aws:ecr:us-east-1:123456789012:repository/ecr-vault-drill-evil/team/app",
+            "arn:aws:ecr:us-east-1:123456789012:repository/team/ecr-vault-drill/app",
+            "arn:aws:ecr:eu-west-1:123456789012:repository/ecr-vault-drill/x/team/app",
+            "arn:aws:ecr:us-east-1:999999999999:repository/ecr-vault-drill/x/team/app",
+        ] {
+            assert_ne!(
+                p.decide(&Request::new(action, elsewhere)),
+                Decision::Allowed,
+                "{action} on {elsewhere}"
+            );
+        }
+    }
+    // It restores into the scratch prefix and nowhere else.
+    for action in [
+        "ecr:CreateRepository",
+        "ecr:PutImage",
+        "ecr:CompleteLayerUpload",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, DRILL_REPO_ARN)),
+            Decision::Allowed,
+            "{action}"
+        );
+        assert_ne!(
+            p.decide(&Request::new(action, SOURCE_REPO_ARN)),
+            Decision::Allowed,
+            "{action} outside the prefix"
+        );
+    }
+}
+
+#[test]
+fn drill_role_reads_the_vault_and_cannot_write_or_delete_in_s3() {
+    let (t, r) = app();
+    let p = role_policy(&t, &r, "DrillRole");
+    for (action, res) in [
+        ("s3:GetObject", BLOB_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("ecr:GetAuthorizationToken", "*"),
+        ("sns:Publish", "{AlarmTopic}"),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    for action in S3_WRITES {
+        for res in [BLOB_ARN, BUCKET_ARN] {
+            assert_ne!(
+                p.decide(&Request::new(action, res)),
+                Decision::Allowed,
+                "{action} on {res}"
+            );
+        }
+    }
+    for action in [
+        "s3:PutObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, BLOB_ARN)),
+            Decision::ExplicitlyDenied,
+            "{action}"
+        );
+    }
+    assert_ne!(
+        p.decide(&Request::new(
+            "sns:Publish",
+            "arn:aws:sns:us-east-1:123456789012:other"
+        )),
+        Decision::Allowed
+    );
+}
+
+const REPLICA_ARN: &str = "arn:aws:s3:::vault-replica";
+
+/// The app template rendered with a second-copy bucket.
+fn app_with_replica() -> (Json, Renderer) {
+    let t = load_template("template.yaml");
+    let r = Renderer::new(
+        &t,
+        &[
+            ("VaultBucket", VAULT),
+            ("VaultBucketName", VAULT),
+            ("VaultBucket.Arn", BUCKET_ARN),
+            ("VaultPrefix", "ecr/"),
+            ("ReplicaBucketArn", REPLICA_ARN),
+        ],
+    );
+    (t, r)
+}
+
+#[test]
+fn replication_role_reads_new_vault_versions_and_writes_replicas_but_never_deletes() {
+    let (t, r) = app_with_replica();
+    let trust = &resources(&t)["ReplicationRole"]["Properties"]["AssumeRolePolicyDocument"];
+    assert_eq!(
+        trust["Statement"][0]["Principal"],
+        json!({"Service": "s3.amazonaws.com"})
+    );
+    let p = role_policy(&t, &r, "ReplicationRole");
+    let replica_blob = "arn:aws:s3:::vault-replica/ecr/blobs/sha256/0a1b2c";
+    for (action, res) in [
+        ("s3:GetReplicationConfiguration", BUCKET_ARN),
+        ("s3:ListBucket", BUCKET_ARN),
+        ("s3:GetObjectVersionForReplication", BLOB_ARN),
+        ("s3:GetObjectRetention", BLOB_ARN),
+        ("s3:GetObjectLegalHold", BLOB_ARN),
+        ("s3:ReplicateObject", replica_blob),
+        ("s3:ReplicateTags", replica_blob),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::Allowed,
+            "{action} on {res}"
+        );
+    }
+    // Never a delete or a weaker lock, on either side.
+    for action in [
+        "s3:ReplicateDelete",
+        "s3:DeleteObject",
+        "s3:DeleteObjectVersion",
+        "s3:BypassGovernanceRetention",
+        "s3:PutObjectRetention",
+        "s3:PutObject",
+    ] {
+        for res in [BLOB_ARN, replica_blob] {
+            assert_eq!(
+                p.decide(&Request::new(action, res)),
+                Decision::ExplicitlyDenied,
+                "{action} on {res}"
+            );
+        }
+    }
+    for action in ["s3:PutBucketObjectLockConfiguration", "s3:PutBucketPolicy"] {
+        for res in [BUCKET_ARN, REPLICA_ARN] {
+            assert_eq!(
+                p.decide(&Request::new(action, res)),
+                Decision::ExplicitlyDenied,
+                "{action} on {res}"
+            );
+        }
+    }
+    // Only the vault prefix, only the two buckets.
+    for (action, res) in [
+        (
+            "s3:GetObjectVersionForReplication",
+            "arn:aws:s3:::vault-bucket/other/x",
+        ),
+        (
+            "s3:GetObjectVersionForReplication",
+            "arn:aws:s3:::another-bucket/ecr/x",
+        ),
+        ("s3:ReplicateObject", "arn:aws:s3:::another-bucket/ecr/x"),
+        ("s3:ReplicateObject", "arn:aws:s3:::vault-replica/other/x"),
+        ("s3:GetObject", BLOB_ARN),
+    ] {
+        assert_eq!(
+            p.decide(&Request::new(action, res)),
+            Decision::ImplicitlyDenied,
+            "{action} on {res}"
+        );
+    }
+    // The vault bucket replicates with this role, new versions only, deletions never.
+    let repl = &resources(&t)["VaultBucket"]["Properties"]["ReplicationConfiguration"];
+    let on = &repl["Fn::If"][1];
+    assert_eq!(
+        on["Role"],
+        json!({"Fn::GetAtt": ["ReplicationRole", "Arn"]})
+    );
+    assert_eq!(
+        on["Rules"][0]["DeleteMarkerReplication"]["Status"],
+        "Disabled"
+    );
+    assert_eq!(
+        repl["Fn::If"][2],
+        json!({"Ref": "AWS::NoValue"}),
+        "off by default"
+    );
+}
+
+#[test]
+fn alarm_topic_policy_admits_this_account_and_its_alarm_and_rule_services_only() {
+    let (t, r) = app();
+    let res = &resources(&t)["AlarmTopicPolicy"];
+    assert_eq!(res["Condition"], "AuditTrailEnabled");
+    let doc = &res["Properties"]["PolicyDocument"];
+    let p = policy_from_document(&r, "AlarmTopicPolicy", doc);
+    let publish = |principal: &str, account: &str| {
+        p.decide(&Request::new("sns:Publish", "{AlarmTopic}").by(principal, account))
+    };
+    assert_eq!(
+        publish("arn:aws:iam::123456789012:role/ops", "123456789012"),
+        Decision::Allowed
+    );
+    assert_eq!(
+        publish("arn:aws:iam::999999999999:role/else", "999999999999"),
+        Decision::ImplicitlyDenied,
+        "another account may not publish to (or read) the alarms"
+    );
+    // Service principals are each bound to this account or to the vault-changes rule.
+    for s in doc["Statement"].as_array().unwrap() {
+        if let Some(service) = s["Principal"].get("Service") {
+            let cond = &s["Condition"];
+            let bound = cond["StringEquals"].get("aws:SourceAccount").is_some()
+                || cond["ArnEquals"].get("aws:SourceArn").is_some();
+            assert!(
+                bound,
+                "{service} may publish without a source condition: {s}"
+            );
+        }
+        assert_ne!(s["Principal"], json!("*"), "{s}");
+        assert_ne!(s["Principal"], json!({"AWS": "*"}), "{s}");
+    }
 }

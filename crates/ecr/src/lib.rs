@@ -384,6 +384,30 @@ impl Ecr {
         }
         Ok(true)
     }
+
+    /// Deletes repository `name` and every image in it (`force`). Only for scratch
+    /// repositories: the restore drill's, under its reserved prefix; the drill's role has no
+    /// delete right anywhere else. Returns false if it did not exist.
+    pub async fn delete_repository(&self, name: &str) -> Result<bool, EcrError> {
+        match self
+            .client
+            .delete_repository()
+            .set_registry_id(self.registry_id.clone())
+            .repository_name(name)
+            .force(true)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let err = EcrError::new("DeleteRepository", Some(name), e);
+                if err.is_not_found() {
+                    return Ok(false);
+                }
+                Err(err)
+            }
+        }
+    }
 }
 
 /// Registry credentials backed by GetAuthorizationToken, renewed 15 minutes before expiry.

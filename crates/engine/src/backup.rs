@@ -172,17 +172,19 @@ pub async fn backup_listing(
     backup_plan(source, vault, plan, opts, progress).await
 }
 
-/// One unit of work: an image to capture, or an unchanged one whose locks need a look.
+/// One unit of work: an image to capture, an unchanged one whose locks need a look, or an
+/// unchanged one carried on its record whose new referrers are looked up.
 enum Work {
     New(SourceImage),
     Check(UnchangedImage),
+    Carry(UnchangedImage),
 }
 
 impl Work {
     fn image(&self) -> &SourceImage {
         match self {
             Work::New(i) => i,
-            Work::Check(u) => &u.image,
+            Work::Check(u) | Work::Carry(u) => &u.image,
         }
     }
 }
@@ -246,8 +248,16 @@ async fn run_plan(
     // Decided again with this run's clock: the plan may have been made a while ago.
     let mut carried = Vec::new();
     let mut work: Vec<Work> = plan.new.into_iter().map(|n| Work::New(n.image)).collect();
+    // A signature pushed onto an image that did not change is found only by asking: through
+    // the OCI referrers API, one request per unchanged image (tag-schema referrers are in the
+    // listing already). ECR lists referrers as images of their own.
+    let rediscover = opts.referrers && matches!(source, Source::Registry { .. });
     for u in plan.unchanged {
         if carry_on_record && u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+            if rediscover {
+                work.push(Work::Carry(u));
+                continue;
+            }
             let r = ImageResult::Done {
                 records: carry(&u.image, &u.records),
                 unchanged: true,
@@ -270,7 +280,17 @@ async fn run_plan(
             }
             let r = match &w {
                 Work::New(img) => capture(copier, source, img, opts.referrers).await,
-                Work::Check(u) => check_unchanged(copier, u).await,
+                Work::Check(u) => {
+                    with_new_referrers(copier, &u.image, check_unchanged(copier, u).await, rediscover)
+                        .await
+                }
+                Work::Carry(u) => {
+                    let carried = ImageResult::Done {
+                        records: carry(&u.image, &u.records),
+                        unchanged: true,
+                    };
+                    with_new_referrers(copier, &u.image, carried, true).await
+                }
             };
             report_progress(progress.as_ref(), w.image(), &r);
             r
@@ -544,6 +564,70 @@ async fn check_unchanged(copier: &Copier, u: &UnchangedImage) -> ImageResult {
         records: carry(&u.image, &checked),
         unchanged: true,
     }
+}
+
+/// Adds to an unchanged image's records the referrers the registry's referrers API names that
+/// the records lack, capturing them. Once the API turns out unsupported, the run stops asking.
+async fn with_new_referrers(
+    copier: &Copier,
+    img: &SourceImage,
+    result: ImageResult,
+    rediscover: bool,
+) -> ImageResult {
+    let ImageResult::Done {
+        mut records,
+        unchanged,
+    } = result
+    else {
+        return result;
+    };
+    if !rediscover || copier.referrers_api_unsupported() {
+        return ImageResult::Done { records, unchanged };
+    }
+    match copier.registry.referrers_api(&img.repo, &img.digest).await {
+        Ok(None) => copier.mark_referrers_api_unsupported(),
+        Ok(Some(found)) => {
+            for d in found {
+                if records
+                    .iter()
+                    .any(|r| r.digest == d.digest && r.role == Role::Referrer)
+                {
+                    continue;
+                }
+                match copier.copy_manifest(&img.repo, &d, 0).await {
+                    Ok(c) => records.push(ImageRecord {
+                        repository: img.repo.clone(),
+                        tag: None,
+                        media_type: c.media_type,
+                        digest: d.digest.clone(),
+                        size: c.size,
+                        platform: None,
+                        pushed_at: None,
+                        role: Role::Referrer,
+                        subject: Some(img.digest.clone()),
+                        lock_until: Some(c.until),
+                    }),
+                    Err(e) => {
+                        copier
+                            .warnings_push(format!(
+                                "{}@{}: new referrer {} not captured: {e}",
+                                img.repo, img.digest, d.digest
+                            ))
+                            .await
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            copier
+                .warnings_push(format!(
+                    "{}@{}: referrers not looked up: {e}",
+                    img.repo, img.digest
+                ))
+                .await
+        }
+    }
+    ImageResult::Done { records, unchanged }
 }
 
 async fn referrer_records(copier: &Copier, img: &SourceImage) -> Result<Vec<ImageRecord>, String> {

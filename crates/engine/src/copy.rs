@@ -106,6 +106,8 @@ pub struct Copier {
     progress: Arc<dyn Progress>,
     /// No new multipart part starts after this; see [`Copier::with_deadline`].
     stop_at: Option<Instant>,
+    /// Set once the registry answered that it has no referrers API: the run stops asking.
+    no_referrers_api: std::sync::atomic::AtomicBool,
 }
 
 impl Copier {
@@ -128,7 +130,16 @@ impl Copier {
             warnings: Mutex::new(Vec::new()),
             progress,
             stop_at: None,
+            no_referrers_api: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn referrers_api_unsupported(&self) -> bool {
+        self.no_referrers_api.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_referrers_api_unsupported(&self) {
+        self.no_referrers_api.store(true, Ordering::Relaxed)
     }
 
     /// Makes blob uploads stop starting parts once less than `margin` is left before

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod context;
 pub mod copy;
 pub mod cost;
+pub mod drill;
 pub mod fanout;
 pub mod filter;
 pub mod gc;

@@ -2,12 +2,25 @@
 //!
 //! Printed to stdout by the functions, CloudWatch Logs turns each line into metrics in the
 //! `EcrVault` namespace with one dimension, `Function`, so no `PutMetricData` permission is
-//! needed. The alarms on `ImagesFailed` use exactly this namespace, dimension and name.
+//! needed. The alarms in `template.yaml` use exactly this namespace, dimension and names.
+//!
+//! Every line carries `"level": "FATAL"` ([`EMF_LEVEL`]): with the JSON log format, Lambda's
+//! application log-level filter gives a line without a valid `level` the level INFO and drops
+//! it below the configured level, so at `ApplicationLogLevel=WARN` metrics (and the alarms on
+//! them) would vanish. FATAL is the one level every allowed setting passes. Decision 0010.
 
 use serde_json::{Map, Value, json};
 
 use crate::backup::BackupReport;
+use crate::drill::DrillReport;
+use crate::fanout::{Finalised, WorkReport};
 use crate::gc::GcReport;
+use crate::restore::RestoreReport;
+
+/// The `level` of every EMF line: the highest level, so Lambda's log-level filter passes it
+/// whatever `ApplicationLogLevel` is set to. Logs Insights queries on errors should add
+/// `and not ispresent(_aws)`.
+pub const EMF_LEVEL: &str = "FATAL";
 
 /// The metrics namespace.
 pub const NAMESPACE: &str = "EcrVault";
@@ -17,13 +30,15 @@ pub const DIMENSION: &str = "Function";
 /// One EMF document (a single line of JSON) for a backup run.
 ///
 /// Metrics: `ImagesBackedUp` (copied now), `ImagesUnchanged`, `ImagesFailed`, `BytesWritten`
-/// (Bytes), `BlobsSkipped` (already in the vault, not fetched again) and `DurationMs`
-/// (Milliseconds). `trigger`, `snapshot`, `complete` and `imagesDeferred` ride along as
-/// properties for Logs Insights; they are not metrics.
+/// (Bytes), `BlobsSkipped` (already in the vault, not fetched again), `LockExtensions`,
+/// `DurationMs` (Milliseconds) and `FullSnapshots` (1 when `full`: the run wrote a full
+/// snapshot; the "no full snapshot" alarm watches it). `trigger`, `snapshot`, `complete` and
+/// `imagesDeferred` ride along as properties for Logs Insights; they are not metrics.
 pub fn backup_emf(
     report: &BackupReport,
     function_name: &str,
     trigger: &str,
+    full: bool,
     timestamp_ms: i64,
 ) -> String {
     let c = &report.counts;
@@ -50,6 +65,80 @@ pub fn backup_emf(
             ("ImagesFailed", "Count", c.images_failed),
             ("BytesWritten", "Bytes", c.bytes_written),
             ("BlobsSkipped", "Count", c.blobs_existing),
+            ("LockExtensions", "Count", c.lock_extensions),
+            ("DurationMs", "Milliseconds", report.duration_ms),
+            ("FullSnapshots", "Count", u64::from(full)),
+        ],
+        props,
+    )
+}
+
+/// One EMF document for a batch of work items of a fanned-out run: what this batch copied,
+/// `ImagesFailed` counting only images failed for good (a failed delivery is retried and is
+/// not yet a failure), and `FullSnapshots` = 1 when `full` (the caller decides: this batch
+/// finished the run complete and wrote its snapshot).
+pub fn work_emf(report: &WorkReport, function_name: &str, full: bool, timestamp_ms: i64) -> String {
+    let c = &report.counts;
+    let mut props = Map::new();
+    props.insert("trigger".into(), Value::from("work-item"));
+    props.insert(
+        "snapshot".into(),
+        report
+            .finalised
+            .as_ref()
+            .map_or(Value::Null, |f| Value::from(f.run.as_str())),
+    );
+    emf(
+        function_name,
+        timestamp_ms,
+        &[
+            ("ImagesBackedUp", "Count", c.images_copied),
+            ("ImagesUnchanged", "Count", c.images_unchanged),
+            ("ImagesFailed", "Count", report.failed_final.len() as u64),
+            ("BytesWritten", "Bytes", c.bytes_written),
+            ("BlobsSkipped", "Count", c.blobs_existing),
+            ("LockExtensions", "Count", c.lock_extensions),
+            ("FullSnapshots", "Count", u64::from(full)),
+        ],
+        props,
+    )
+}
+
+/// One EMF document for a fanned-out run finalised by a later scheduled invocation (complete,
+/// or timed out and written without its failed images): `FullSnapshots` = 1 when `full`.
+pub fn finalised_emf(f: &Finalised, function_name: &str, full: bool, timestamp_ms: i64) -> String {
+    let mut props = Map::new();
+    props.insert("trigger".into(), Value::from("scheduled"));
+    props.insert("snapshot".into(), Value::from(f.run.as_str()));
+    props.insert("complete".into(), Value::from(f.complete));
+    emf(
+        function_name,
+        timestamp_ms,
+        &[("FullSnapshots", "Count", u64::from(full))],
+        props,
+    )
+}
+
+/// One EMF document for a restore: `ImagesRestored`, `ImagesFailed` (failures in the report:
+/// images, repositories or tags that did not make it), `BytesPushed` (Bytes) and
+/// `DurationMs`. A dry run reports what it planned under `dryRun`, with `ImagesRestored` 0.
+pub fn restore_emf(report: &RestoreReport, function_name: &str, timestamp_ms: i64) -> String {
+    let failed = report.failures.len() as u64;
+    let restored = if report.dry_run {
+        0
+    } else {
+        report.plan.len() as u64
+    };
+    let mut props = Map::new();
+    props.insert("dryRun".into(), Value::from(report.dry_run));
+    props.insert("snapshots".into(), Value::from(report.snapshots.clone()));
+    emf(
+        function_name,
+        timestamp_ms,
+        &[
+            ("ImagesRestored", "Count", restored),
+            ("ImagesFailed", "Count", failed),
+            ("BytesPushed", "Bytes", report.bytes_pushed),
             ("DurationMs", "Milliseconds", report.duration_ms),
         ],
         props,
@@ -81,6 +170,41 @@ pub fn gc_emf(report: &GcReport, function_name: &str, timestamp_ms: i64) -> Stri
     )
 }
 
+/// One EMF document per invocation of the drill function. `DrillChecks` = 1 always: the
+/// function runs daily and drills on its day, so a missing check means the schedule or the
+/// function is broken (the overdue alarm). With a drill: `DrillRuns` = 1, `DrillsPassed` or
+/// `DrillsFailed` = 1, `DrillImages` (sampled), `DrillImagesFailed`, `DurationMs`.
+pub fn drill_emf(report: Option<&DrillReport>, function_name: &str, timestamp_ms: i64) -> String {
+    let mut props = Map::new();
+    let Some(r) = report else {
+        return emf(
+            function_name,
+            timestamp_ms,
+            &[("DrillChecks", "Count", 1)],
+            props,
+        );
+    };
+    props.insert(
+        "snapshot".into(),
+        r.snapshot.clone().map_or(Value::Null, Value::from),
+    );
+    props.insert("seed".into(), Value::from(r.seed));
+    emf(
+        function_name,
+        timestamp_ms,
+        &[
+            ("DrillChecks", "Count", 1),
+            ("DrillRuns", "Count", 1),
+            ("DrillsPassed", "Count", u64::from(r.passed)),
+            ("DrillsFailed", "Count", u64::from(!r.passed)),
+            ("DrillImages", "Count", r.images_sampled),
+            ("DrillImagesFailed", "Count", r.failures.len() as u64),
+            ("DurationMs", "Milliseconds", r.duration_ms),
+        ],
+        props,
+    )
+}
+
 /// The EMF envelope: each `(name, unit, value)` declared under `_aws` and set at the root
 /// (CloudWatch needs both), plus `properties` that are logged but not metrics.
 fn emf(
@@ -90,6 +214,7 @@ fn emf(
     properties: Map<String, Value>,
 ) -> String {
     let mut doc = Map::new();
+    doc.insert("level".into(), Value::from(EMF_LEVEL));
     doc.insert(
         "_aws".into(),
         json!({
@@ -150,6 +275,7 @@ mod tests {
             &report(),
             "ecr-vault-backup",
             "scheduled",
+            true,
             1_795_485_600_000,
         );
         assert!(!line.contains('\n'), "one line");
@@ -166,7 +292,9 @@ mod tests {
             ("ImagesFailed", "Count", 1),
             ("BytesWritten", "Bytes", 123_456_789),
             ("BlobsSkipped", "Count", 11),
+            ("LockExtensions", "Count", 0),
             ("DurationMs", "Milliseconds", 4321),
+            ("FullSnapshots", "Count", 1),
         ];
         let declared = cw["Metrics"].as_array().unwrap();
         assert_eq!(declared.len(), expected.len());
@@ -189,10 +317,63 @@ mod tests {
         r.snapshot = None;
         r.counts = Counts::default();
         r.duration_ms = 0;
-        let v: Value = serde_json::from_str(&backup_emf(&r, "f", "push", 0)).unwrap();
+        let v: Value = serde_json::from_str(&backup_emf(&r, "f", "push", false, 0)).unwrap();
         assert_eq!(v["snapshot"], Value::Null);
+        assert_eq!(v["FullSnapshots"], 0);
         assert_eq!(v["ImagesFailed"], 0);
         assert_eq!(v["DurationMs"], 0);
+    }
+
+    #[test]
+    fn every_line_carries_a_level_that_lambdas_filter_always_passes() {
+        let r = report();
+        let restore = RestoreReport::default();
+        for line in [
+            backup_emf(&r, "f", "push", false, 0),
+            restore_emf(&restore, "f", 0),
+        ] {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            // FATAL is the highest of the levels ApplicationLogLevel accepts.
+            assert_eq!(v["level"], "FATAL", "{line}");
+        }
+    }
+
+    #[test]
+    fn restore_line_counts_failures_and_restored_images() {
+        use crate::restore::PlannedImage;
+        use ecr_vault_vault::Failure;
+        let digest: ecr_vault_registry::Digest =
+            format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        let planned = PlannedImage {
+            source: "team/a@x".into(),
+            target: "team/a".into(),
+            digest,
+            tags: vec![],
+            blobs_to_push: 1,
+            bytes_to_push: 10,
+        };
+        let mut r = RestoreReport {
+            images: 2,
+            bytes_pushed: 10,
+            plan: vec![planned],
+            failures: vec![Failure {
+                repository: "team/b".into(),
+                reference: "sha256:00".into(),
+                error: "vault object is corrupt".into(),
+            }],
+            duration_ms: 9,
+            ..Default::default()
+        };
+        let v: Value = serde_json::from_str(&restore_emf(&r, "restore", 1)).unwrap();
+        assert_eq!(v["ImagesRestored"], 1);
+        assert_eq!(v["ImagesFailed"], 1);
+        assert_eq!(v["BytesPushed"], 10);
+        assert_eq!(v["DurationMs"], 9);
+        assert_eq!(v["Function"], "restore");
+        r.dry_run = true;
+        let v: Value = serde_json::from_str(&restore_emf(&r, "restore", 1)).unwrap();
+        assert_eq!(v["ImagesRestored"], 0, "a dry run restores nothing");
+        assert_eq!(v["dryRun"], true);
     }
 
     #[test]

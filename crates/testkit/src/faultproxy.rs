@@ -12,11 +12,12 @@
 //!   [`FaultProxy::host`].
 //! - Rules: [`FaultProxy::add_rule`]`(`[`Rule`]`)` → [`RuleId`]; [`FaultProxy::remove_rule`],
 //!   [`FaultProxy::clear_rules`], [`FaultProxy::rule_stats`] (matches, triggers, bytes seen).
-//!   A rule matches on method, a path glob (`*` matches any run of characters, `/` included)
-//!   and query keys ([`Rule::query`]), and fires on the Nth match ([`Rule::nth`]), every match
-//!   (default), after N matches ([`Rule::after`]), at most K times ([`Rule::times`]) or with a
-//!   seeded probability ([`Rule::probability`]). Only the first rule (in insertion order) that
-//!   fires acts on a request; an observe-only rule ([`Fault::Observe`]) never blocks others.
+//!   A rule matches on method, a path glob (`*` matches any run of characters, `/` included),
+//!   query keys ([`Rule::query`]) and header names ([`Rule::header`]), and fires on the Nth
+//!   match ([`Rule::nth`]), every match (default), after N matches ([`Rule::after`]), at most
+//!   K times ([`Rule::times`]) or with a seeded probability ([`Rule::probability`]). Only the
+//!   first rule (in insertion order) that fires acts on a request; an observe-only rule
+//!   ([`Fault::Observe`]) never blocks others.
 //! - Faults ([`Fault`]): reset the connection at a byte offset of the response or request body
 //!   (fixed or seeded-random, [`Offset`]); canned statuses ([`Fault::s3_internal_error`],
 //!   [`Fault::s3_slow_down`], [`Fault::too_many_requests`], [`Fault::unauthorized`], or any
@@ -27,7 +28,8 @@
 //!   response body ([`Fault::Rewrite`], e.g. a field the real server cannot produce).
 //! - Outages: [`FaultProxy::set_unreachable`] (every new connection and every request on an
 //!   open one is reset until re-enabled) and [`FaultProxy::refuse_next_connections`]`(n)`.
-//! - Counting: [`FaultProxy::requests`] (one [`RequestRecord`] per request),
+//! - Counting: [`FaultProxy::requests`] (one [`RequestRecord`] per request, with the headers
+//!   that decide how S3 authorizes a write: lock mode and date, `If-None-Match`, checksum),
 //!   [`FaultProxy::count`]`(method, path_prefix)`, [`FaultProxy::counts`] by (method,
 //!   [`route_class`]), [`FaultProxy::totals`], [`FaultProxy::reset_counts`].
 //! - Sync points (no sleeps): [`FaultProxy::wait_for`]`(what, timeout, predicate)` re-checks
@@ -217,6 +219,7 @@ pub struct Rule {
     method: Option<String>,
     path: String,
     query_keys: Vec<String>,
+    headers: Vec<String>,
     skip: u64,
     times: Option<u64>,
     probability: Option<(f64, u64)>,
@@ -230,6 +233,7 @@ impl Rule {
             method: None,
             path: path.to_string(),
             query_keys: Vec::new(),
+            headers: Vec::new(),
             skip: 0,
             times: None,
             probability: None,
@@ -246,6 +250,12 @@ impl Rule {
     /// Only requests whose query string has this key (`partNumber`, `uploadId`, `uploads`).
     pub fn query(mut self, key: &str) -> Rule {
         self.query_keys.push(key.to_string());
+        self
+    }
+
+    /// Only requests that carry this header (any value), e.g. `authorization`.
+    pub fn header(mut self, name: &str) -> Rule {
+        self.headers.push(name.to_ascii_lowercase());
         self
     }
 
@@ -305,6 +315,44 @@ pub struct RequestRecord {
     pub status: Option<u16>,
     /// The rule that acted on it, if any (observe-only rules are not recorded here).
     pub fault: Option<RuleId>,
+    /// The request headers that decide how S3 authorizes a write ([`RECORDED_HEADERS`] and
+    /// every `x-amz-checksum-*`), lower-cased names, for request-conformance checks
+    /// (`tests/conformance.rs`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Headers [`RequestRecord::headers`] keeps (besides `x-amz-checksum-*`): never credentials.
+pub const RECORDED_HEADERS: &[&str] = &[
+    "if-none-match",
+    "if-match",
+    "x-amz-object-lock-mode",
+    "x-amz-object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold",
+    "x-amz-bypass-governance-retention",
+    "x-amz-sdk-checksum-algorithm",
+    "x-amz-checksum-algorithm",
+    "x-amz-storage-class",
+    "x-amz-server-side-encryption",
+    "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-server-side-encryption-customer-algorithm",
+    "x-amz-copy-source",
+    "x-amz-target",
+    "content-md5",
+];
+
+fn recorded_headers(h: &hyper::HeaderMap) -> BTreeMap<String, String> {
+    h.iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            RECORDED_HEADERS.contains(&k) || k.starts_with("x-amz-checksum-")
+        })
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Totals since start or the last [`FaultProxy::reset_counts`].
@@ -727,12 +775,25 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == b'*')
 }
 
-fn decide(inner: &Inner, method: &str, path: &str, query: Option<&str>) -> Decision {
+fn decide(
+    inner: &Inner,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &hyper::HeaderMap,
+) -> Decision {
     let mut st = inner.state();
     let mut fault = None;
     let mut matched = Vec::new();
     for r in st.rules.iter_mut() {
-        if r.rule.method.as_deref().is_some_and(|m| m != method) || !glob(&r.rule.path, path) {
+        if r.rule.method.as_deref().is_some_and(|m| m != method)
+            || !glob(&r.rule.path, path)
+            || !r
+                .rule
+                .headers
+                .iter()
+                .all(|h| headers.contains_key(h.as_str()))
+        {
             continue;
         }
         let q = query.unwrap_or("");
@@ -770,6 +831,7 @@ fn decide(inner: &Inner, method: &str, path: &str, query: Option<&str>) -> Decis
         class: route_class(method, path, query),
         status: None,
         fault: fault.as_ref().map(|(id, _)| *id),
+        headers: recorded_headers(headers),
     });
     let record = st.records.len() - 1;
     drop(st);
@@ -804,7 +866,7 @@ async fn handle(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
-    let d = decide(&inner, &method, &path, query.as_deref());
+    let d = decide(&inner, &method, &path, query.as_deref(), req.headers());
     if inner.unreachable.load(Ordering::SeqCst) {
         ctl.reset.store(true, Ordering::SeqCst);
         return Err("faultproxy: server unreachable".into());

@@ -9,6 +9,9 @@
 //! | [`Registry`] | CNCF distribution 2.8 (`docker-registry`) | the source/target OCI registry (ECR data plane stand-in) |
 //! | [`S3`] | SeaweedFS 4.48 `weed mini` | the vault: versioning, Object Lock, conditional writes |
 //! | [`Moto`] | moto 5.2.5 `moto_server` | ECR control plane (and a strict S3 for the checksum rule) |
+//! | [`Registry`] with [`RegistryOptions::token`] | `docker-registry` `auth: token` + [`TokenServer`] (in-process realm) | Docker token auth: short-lived RS256 JWTs with an `x5c` chain, per-repository scopes, GET and OAuth2 POST |
+//! | [`Registry`] with [`RegistryOptions::s3`] | `docker-registry` S3 driver on [`S3`] | blob GETs answer 307 to presigned URLs, like ECR |
+//! | [`ReferrersFront`] | hyper, in front of a [`Registry`] | the OCI 1.1 referrers API, which distribution 2.8 lacks |
 //!
 //! Every server gets free loopback ports, its own temp dir (data + `server.log`), readiness
 //! polling against its real endpoint with a 60 s deadline (the error carries the log tail),
@@ -22,8 +25,10 @@
 //!   [`Registry::url`] (an endpoint override) and ECR auth works end to end. The token's
 //!   `expiresAt` is 2015-01-01: already expired.
 //! - **Registry deletes** are by digest only (`DELETE /v2/<repo>/manifests/<digest>`); the
-//!   repository stays in `/v2/_catalog`. Distribution 2.8 has no referrers API: find
-//!   referrers by walking manifests (or via ECR/moto), not `/v2/<repo>/referrers/`.
+//!   repository stays in `/v2/_catalog`. Distribution 2.8 has no referrers API: put a
+//!   [`ReferrersFront`] in front of it, or use the tag schema (or ECR/moto).
+//! - **Token auth**: distribution accepts a token up to 60 s after its `exp`, so a test of
+//!   token renewal watches [`TokenServer::issued`], not the registry's 401s.
 //! - **The Debian package** may run a system registry on :5000; the harness ignores it.
 //! - **SeaweedFS** accepts Object Lock writes without any checksum; AWS and moto refuse them.
 //!   Everything else we rely on (412 on `If-None-Match: *`, lock headers on HEAD, retention
@@ -72,18 +77,23 @@
 
 pub mod faultproxy;
 pub mod fixtures;
+pub mod iam;
 pub mod moto;
 pub mod paths;
 pub mod process;
+pub mod referrers;
 pub mod registry;
 pub mod s3;
 pub mod skopeo;
 pub mod stack;
+pub mod token;
 
 pub use faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 pub use fixtures::{Generated, ImageBuilder, Platform, PushedImage};
 pub use moto::Moto;
-pub use registry::{Registry, RegistryOptions};
+pub use referrers::ReferrersFront;
+pub use registry::{Registry, RegistryOptions, S3Storage};
 pub use s3::S3;
 pub use skopeo::{skopeo_digest, skopeo_raw_manifest};
 pub use stack::{Stack, unique_name};
+pub use token::TokenServer;

@@ -16,6 +16,7 @@ use crate::process::{
     READY_TIMEOUT, ServerProcess, free_port, http_status_probe, probe_client,
     retry_on_port_conflict, server_dir,
 };
+use crate::token::TokenServer;
 
 /// The user moto's ECR `GetAuthorizationToken` names: its token is base64 of
 /// `AWS:<account>-auth-token`.
@@ -41,6 +42,37 @@ pub struct RegistryOptions {
     pub auth: bool,
     /// The account whose moto ECR token must be accepted.
     pub ecr_account: String,
+    /// Docker token auth instead of htpasswd: a [`TokenServer`] (owned by the registry) issues
+    /// tokens of this lifetime for the same users. Needs `auth`.
+    pub token: Option<Duration>,
+    /// Blobs in an S3 bucket instead of the local disk, with redirects on: blob GETs answer
+    /// 307 to a presigned URL of the S3 server, the way ECR's do.
+    pub s3: Option<S3Storage>,
+}
+
+/// Where an S3-backed registry keeps its data (see [`S3Storage::create`]).
+#[derive(Clone, Debug)]
+pub struct S3Storage {
+    /// `http://127.0.0.1:PORT` of the S3 server (or of a proxy in front of it).
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub bucket: String,
+}
+
+impl S3Storage {
+    /// A new plain bucket `bucket` on `s3` for a registry's data.
+    pub async fn create(s3: &crate::S3, bucket: &str) -> Result<S3Storage> {
+        s3.create_bucket(bucket).await?;
+        Ok(S3Storage {
+            endpoint: s3.endpoint(),
+            access_key: s3.access_key.clone(),
+            secret_key: s3.secret_key.clone(),
+            region: s3.region.clone(),
+            bucket: bucket.to_string(),
+        })
+    }
 }
 
 impl Default for RegistryOptions {
@@ -48,6 +80,8 @@ impl Default for RegistryOptions {
         RegistryOptions {
             auth: true,
             ecr_account: crate::moto::ACCOUNT.to_string(),
+            token: None,
+            s3: None,
         }
     }
 }
@@ -67,6 +101,8 @@ pub struct Registry {
     /// Random password of the test user; meaningless when `auth` is false.
     pub password: String,
     http: reqwest::Client,
+    /// The realm of a token-auth registry ([`RegistryOptions::token`]).
+    token: Option<TokenServer>,
 }
 
 impl Registry {
@@ -86,21 +122,49 @@ impl Registry {
 
     /// A registry with explicit options. Retries on a port grabbed by someone else.
     pub async fn start_with(opts: RegistryOptions) -> Result<Self> {
-        retry_on_port_conflict(|| Self::try_start(&opts)).await
+        let user = "tester".to_string();
+        let password = random_token(20);
+        let token = match opts.token {
+            Some(lifetime) if opts.auth => {
+                let t = TokenServer::start(lifetime).await?;
+                t.add_user(&user, &password);
+                t.add_user(ECR_USER, &ecr_password(&opts.ecr_account));
+                Some(t)
+            }
+            Some(_) => bail!("token auth needs `auth: true`"),
+            None => None,
+        };
+        let mut reg =
+            retry_on_port_conflict(|| Self::try_start(&opts, &user, &password, token.as_ref()))
+                .await?;
+        reg.token = token;
+        Ok(reg)
     }
 
-    async fn try_start(opts: &RegistryOptions) -> Result<Self> {
+    async fn try_start(
+        opts: &RegistryOptions,
+        user: &str,
+        password: &str,
+        token: Option<&TokenServer>,
+    ) -> Result<Self> {
         let program = find_tool(&["docker-registry", "registry"])?;
         let dir = server_dir("registry")?;
         let port = free_port()?;
-        let user = "tester".to_string();
-        let password = random_token(20);
         let data = dir.path().join("data");
         std::fs::create_dir_all(&data)?;
         let mut auth_yaml = String::new();
-        if opts.auth {
+        if let Some(t) = token {
+            auth_yaml = format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+                 issuer: {issuer}\n    rootcertbundle: {root}\n",
+                realm = t.realm(),
+                service = crate::token::SERVICE,
+                issuer = crate::token::ISSUER,
+                root = t.root_cert_path().display(),
+            );
+        } else if opts.auth {
             let htpasswd = dir.path().join("htpasswd");
-            let mut lines = htpasswd_line(&user, &password)?;
+            let mut lines = htpasswd_line(user, password)?;
             lines.push_str(&htpasswd_line(ECR_USER, &ecr_password(&opts.ecr_account))?);
             std::fs::write(&htpasswd, lines)?;
             auth_yaml = format!(
@@ -108,14 +172,28 @@ impl Registry {
                 htpasswd.display()
             );
         }
+        let driver = match &opts.s3 {
+            // distribution's S3 driver presigns blob GETs (`redirect` is on by default; said
+            // explicitly here) and uses path-style URLs when `regionendpoint` is set.
+            Some(s) => format!(
+                "  s3:\n    accesskey: {ak}\n    secretkey: {sk}\n    region: {region}\n    \
+                 regionendpoint: {endpoint}\n    bucket: {bucket}\n    secure: false\n    \
+                 v4auth: true\n    rootdirectory: /registry\n  redirect:\n    disable: false\n",
+                ak = s.access_key,
+                sk = s.secret_key,
+                region = s.region,
+                endpoint = s.endpoint,
+                bucket = s.bucket,
+            ),
+            None => format!("  filesystem:\n    rootdirectory: {}\n", data.display()),
+        };
         let config = format!(
             "version: 0.1\n\
              log:\n  level: info\n  accesslog:\n    disabled: true\n\
-             storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n  \
+             storage:\n{driver}  delete:\n    enabled: true\n  \
              maintenance:\n    uploadpurging:\n      enabled: false\n\
              http:\n  addr: 127.0.0.1:{port}\n  secret: {secret}\n\
              {auth_yaml}",
-            data = data.display(),
             secret = random_token(24),
         );
         let config_path = dir.path().join("config.yml");
@@ -134,9 +212,10 @@ impl Registry {
             process: Some(process),
             base_url: format!("http://127.0.0.1:{port}"),
             auth: opts.auth,
-            user,
-            password,
+            user: user.to_string(),
+            password: password.to_string(),
             http,
+            token: None,
         })
     }
 
@@ -156,6 +235,7 @@ impl Registry {
             user: user.to_string(),
             password: password.to_string(),
             http: http_client()?,
+            token: None,
         })
     }
 
@@ -191,14 +271,35 @@ impl Registry {
         self.process.as_ref()
     }
 
+    /// The token server of a token-auth registry.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
     /// A request to `path` (starting with `/v2/`) or an absolute URL, authenticated as the test
-    /// user.
+    /// user (on a token-auth registry, with a token minted for every action on the repository
+    /// the path names).
     pub fn request(&self, method: Method, path_or_url: &str) -> RequestBuilder {
         let url = if path_or_url.starts_with("http") {
             path_or_url.to_string()
         } else {
             format!("{}{}", self.url(), path_or_url)
         };
+        if let Some(t) = &self.token {
+            let path = reqwest::Url::parse(&url)
+                .map(|u| u.path().to_string())
+                .unwrap_or_default();
+            let scopes: Vec<String> = crate::token::scope_for_path(&path)
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
+            let rb = self.http.request(method, url);
+            return match t.mint(&self.user, &scopes) {
+                Ok(tok) => rb.bearer_auth(tok),
+                // The registry answers 401, which the caller reports.
+                Err(_) => rb,
+            };
+        }
         let rb = self.http.request(method, url);
         match self.credentials() {
             Some((u, p)) => rb.basic_auth(u, Some(p)),

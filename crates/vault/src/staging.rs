@@ -14,8 +14,11 @@
 //! - **abandoned** records (the image was deleted before the next run) are left to `gc`, and
 //!   their uploads to the bucket's `AbortIncompleteMultipartUpload` lifecycle rule.
 //!
-//! Records are not vault content: they carry a short GOVERNANCE lock (a day), so a bucket's
-//! default retention never pins them for months, and deleting one only adds a delete marker.
+//! Records are not vault content: they carry a short lock (a day), so a bucket's default
+//! retention never pins them for months, and deleting one only adds a delete marker. The lock
+//! is in the vault's configured mode: a bucket policy that pins the mode
+//! (`DenyOtherLockMode` in both templates) refuses any other, and the vault-account default is
+//! COMPLIANCE (docs/decisions/0008).
 
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine as _;
@@ -258,9 +261,9 @@ impl Vault {
             .content_length(body.len() as i64)
             .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
             .checksum_sha256(checksum)
-            // Explicit and short, so a bucket default retention (often COMPLIANCE, months)
-            // does not apply to bookkeeping.
-            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Governance)
+            // Explicit and short, so a bucket default retention (often months) does not apply
+            // to bookkeeping; in the vault's mode, the only one the shipped policies admit.
+            .object_lock_mode(self.opts.lock.mode.as_s3())
             .object_lock_retain_until_date(to_s3_time(Utc::now() + RECORD_LOCK))
             .body(ByteStream::from(body))
             .send()

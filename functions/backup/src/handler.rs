@@ -24,7 +24,7 @@ use ecr_vault_engine::fanout::{
     self, FanoutInput, FanoutOptions, Finalised, PendingReport, RunManifest, Unavailable,
     WorkImage, WorkReport, finalise_pending, read_manifest,
 };
-use ecr_vault_engine::metrics::backup_emf;
+use ecr_vault_engine::metrics::{backup_emf, finalised_emf, work_emf};
 use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, Listing, NoProgress, PlanOptions, RegistryConfig,
     Source, SourceImage, backup, backup_listing, backup_plan, open_source, open_vault, plan,
@@ -147,10 +147,19 @@ impl App {
     /// Prints the run's metrics as one EMF line on stdout.
     fn emit_metrics(&self, report: &BackupReport, trigger: &str) {
         let now = chrono::Utc::now().timestamp_millis();
+        let full = is_full_snapshot(trigger, report.complete, report.snapshot.is_some());
         println!(
             "{}",
-            backup_emf(report, &self.cfg.function_name, trigger, now)
+            backup_emf(report, &self.cfg.function_name, trigger, full, now)
         );
+    }
+
+    /// The metrics of fanned-out runs finalised by this scheduled invocation.
+    fn emit_finalised(&self, f: &Finalised) {
+        let now = chrono::Utc::now().timestamp_millis();
+        // A fanned-out run is a scheduled one; counted once, by whoever wrote its snapshot.
+        let full = is_full_snapshot("scheduled", f.complete, f.written);
+        println!("{}", finalised_emf(f, &self.cfg.function_name, full, now));
     }
 
     fn fanout_options(&self) -> Option<FanoutOptions> {
@@ -183,7 +192,10 @@ impl App {
                 PendingReport::default()
             }
         };
-        earlier.finalised.iter().for_each(log_finalised);
+        for f in &earlier.finalised {
+            log_finalised(f);
+            self.emit_finalised(f);
+        }
         // The planner decides the cohort: only new images, and unchanged ones whose locks
         // need a look, are work; the rest are carried without a request.
         let plan_opts = PlanOptions {
@@ -595,6 +607,12 @@ impl App {
                         }
                     }
                     log_work(run, &report);
+                    let now = chrono::Utc::now().timestamp_millis();
+                    let full = report
+                        .finalised
+                        .as_ref()
+                        .is_some_and(|f| is_full_snapshot("scheduled", f.complete, f.written));
+                    println!("{}", work_emf(&report, &self.cfg.function_name, full, now));
                 }
                 Err(e) => {
                     tracing::error!(run, error = %e, "work items of a fanned-out run failed");
@@ -769,6 +787,15 @@ fn not_run(trigger: &str, skip: Failure) -> Value {
     summary(&report, trigger)
 }
 
+/// Whether a run wrote a full snapshot, for the `FullSnapshots` metric and the alarm that
+/// fires when none is written for 26 hours: a complete scheduled run (fanned-out runs are
+/// scheduled ones) whose snapshot this invocation wrote. Push and work-item runs capture a few
+/// images; an incomplete run misses some. The one place that decides it, for inline and
+/// fanned-out runs alike, so it can follow the snapshot's own scope once the engine records one.
+fn is_full_snapshot(trigger: &str, complete: bool, snapshot_written: bool) -> bool {
+    trigger == "scheduled" && complete && snapshot_written
+}
+
 /// The run report as the response: `trigger` plus every field of the report.
 fn summary(report: &BackupReport, trigger: &str) -> Value {
     let mut v = serde_json::to_value(report).unwrap_or_else(|e| json!({"error": e.to_string()}));
@@ -804,6 +831,18 @@ fn log_report(r: &BackupReport, trigger: &str) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn only_a_complete_scheduled_run_that_wrote_its_snapshot_is_full() {
+        assert!(is_full_snapshot("scheduled", true, true));
+        assert!(!is_full_snapshot("push", true, true));
+        assert!(!is_full_snapshot("work-item", true, true));
+        assert!(!is_full_snapshot("scheduled", false, true), "incomplete");
+        assert!(
+            !is_full_snapshot("scheduled", true, false),
+            "written by another worker"
+        );
+    }
 
     #[test]
     fn a_real_deadline_is_kept_and_a_past_one_means_the_maximum() {

@@ -1,4 +1,8 @@
-//! The restore function's request parsing, as a library so the fuzz targets (`fuzz/`) and
-//! tests can drive it without a Lambda runtime. The binary (`main.rs`) is the adapter.
+//! The restore and drill functions' request parsing, egress rules, configuration and failure
+//! report, as a library so the fuzz targets (`fuzz/`) and tests can drive them without a Lambda
+//! runtime. The binaries (`main.rs`, `bin_drill.rs`) are the adapters.
 
+pub mod drill;
+pub mod egress;
+pub mod report;
 pub mod request;

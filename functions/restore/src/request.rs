@@ -5,6 +5,8 @@
 use ecr_vault_engine::{EngineError, FilterSpec, Filters, Mapping, RestoreRequest, SnapshotSel};
 use serde::Deserialize;
 
+use crate::egress::CREDENTIAL_FIELDS;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Request {
@@ -45,18 +47,17 @@ pub struct Rename {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
-    /// `ecr`, or the URL of another OCI registry.
+    /// `ecr`, or the URL of a registry the deployment approved (`ApprovedRestoreRegistries`).
+    /// Credentials are never part of a request: they come from Secrets Manager.
     pub registry: String,
     pub region: Option<String>,
     pub account_id: Option<String>,
-    /// For a plain OCI registry.
-    pub username: Option<String>,
-    pub password: Option<String>,
 }
 
 impl Request {
     /// Parses the invocation payload, with an error that says what is wrong.
     pub fn parse(payload: serde_json::Value) -> Result<Self, String> {
+        refuse_credentials(&payload)?;
         serde_json::from_value(payload).map_err(|e| format!("invalid restore request: {e}"))
     }
 
@@ -92,6 +93,30 @@ impl Request {
             concurrency: 4,
         })
     }
+}
+
+/// Refuses a payload carrying credentials, at the top level or in `target`, with a message
+/// that says where credentials come from (never what was sent).
+fn refuse_credentials(payload: &serde_json::Value) -> Result<(), String> {
+    let places = [("", Some(payload)), ("target.", payload.get("target"))];
+    for (place, obj) in places {
+        let Some(obj) = obj.and_then(serde_json::Value::as_object) else {
+            continue;
+        };
+        for key in obj.keys() {
+            if CREDENTIAL_FIELDS
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(key))
+            {
+                return Err(format!(
+                    "invalid restore request: {place}{key}: credentials are never accepted in \
+                     a restore request; the function reads them from Secrets Manager (stack \
+                     parameter RestoreRegistrySecretArns)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -138,6 +163,14 @@ mod tests {
             Request::parse(serde_json::json!({"target":{"registry":"ecr"},"snapshot":"../x"}))
                 .unwrap();
         assert!(bad.engine_request().is_err());
+        for creds in [
+            serde_json::json!({"target":{"registry":"https://r.example.com","username":"u","password":"p"}}),
+            serde_json::json!({"target":{"registry":"ecr"},"Password":"p"}),
+        ] {
+            let err = Request::parse(creds).unwrap_err();
+            assert!(err.contains("credentials are never accepted"), "{err}");
+            assert!(!err.contains("\"p\""), "{err}");
+        }
         let both = Request::parse(serde_json::json!({"target":{"registry":"ecr"},"snapshot":"latest","asOf":"2026-11-01"})).unwrap();
         assert!(both.engine_request().is_err());
     }

@@ -1,7 +1,9 @@
 //! Runs the local stack for demos and benchmarks.
 //!
-//! - `ecr-vault-stack up --dir DIR [--bucket vault] [--seed]`: starts registry, SeaweedFS and
-//!   moto on loopback, creates a locked bucket, writes `DIR/env` (shell `export` lines) and
+//! - `ecr-vault-stack up --dir DIR [--bucket vault] [--seed] [--token-registry] [--s3-registry]`:
+//!   starts registry, SeaweedFS and moto on loopback (and, if asked, a registry with Docker
+//!   token auth and one that keeps blobs on SeaweedFS and redirects blob GETs to presigned
+//!   URLs, like ECR), creates a locked bucket, writes `DIR/env` (shell `export` lines) and
 //!   stays in the foreground until SIGINT/SIGTERM, then stops everything and removes
 //!   `DIR/env`. `DIR/env` appears (atomically) only once everything is ready, so scripts can
 //!   wait for it.
@@ -9,11 +11,12 @@
 //!   demo image set into a running registry (and records it in moto's ECR if given).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use ecr_vault_testkit::fixtures::{PushedImage, push_demo_set};
-use ecr_vault_testkit::{Moto, Registry, Stack};
+use ecr_vault_testkit::{Moto, Registry, RegistryOptions, S3Storage, Stack};
 
 #[derive(Parser)]
 #[command(name = "ecr-vault-stack", about = "Local test stack for ecr-vault")]
@@ -35,6 +38,14 @@ enum Command {
         /// Also push the demo image set (and record it in moto's ECR).
         #[arg(long)]
         seed: bool,
+        /// Also start a registry with Docker token auth (60 s tokens from an in-process realm):
+        /// `ECR_VAULT_TEST_TOKEN_REGISTRY_{URL,HOST,USER,PASSWORD}`.
+        #[arg(long)]
+        token_registry: bool,
+        /// Also start a registry whose blobs live in SeaweedFS bucket `registry` and whose blob
+        /// GETs redirect to presigned URLs: `ECR_VAULT_TEST_S3_REGISTRY_{URL,HOST,USER,PASSWORD}`.
+        #[arg(long)]
+        s3_registry: bool,
     },
     /// Push the demo image set into a running registry.
     Seed {
@@ -54,7 +65,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Up { dir, bucket, seed } => up(&dir, &bucket, seed).await,
+        Command::Up {
+            dir,
+            bucket,
+            seed,
+            token_registry,
+            s3_registry,
+        } => up(&dir, &bucket, seed, token_registry, s3_registry).await,
         Command::Seed {
             registry,
             user,
@@ -97,7 +114,20 @@ fn print_image(image: &PushedImage) {
     );
 }
 
-async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
+fn registry_env(env: &mut Vec<(String, String)>, prefix: &str, r: &Registry) {
+    env.push((format!("{prefix}_URL"), r.url()));
+    env.push((format!("{prefix}_HOST"), r.host()));
+    env.push((format!("{prefix}_USER"), r.user.clone()));
+    env.push((format!("{prefix}_PASSWORD"), r.password.clone()));
+}
+
+async fn up(
+    dir: &Path,
+    bucket: &str,
+    seed_images: bool,
+    token_registry: bool,
+    s3_registry: bool,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let env_path = dir.join("env");
     let _ = std::fs::remove_file(&env_path);
@@ -105,6 +135,29 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
     // A second, empty registry: the "fresh" target of the disaster drill.
     let target = Registry::start().await?;
     stack.s3.create_locked_bucket(bucket).await?;
+    let token = if token_registry {
+        Some(
+            Registry::start_with(RegistryOptions {
+                token: Some(Duration::from_secs(60)),
+                ..RegistryOptions::default()
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    let redirecting = if s3_registry {
+        let storage = S3Storage::create(&stack.s3, "registry").await?;
+        Some(
+            Registry::start_with(RegistryOptions {
+                s3: Some(storage),
+                ..RegistryOptions::default()
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
     if seed_images {
         seed(&stack.registry, Some(&stack.moto)).await?;
     }
@@ -118,6 +171,12 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
         "ECR_VAULT_TEST_TARGET_PASSWORD".into(),
         target.password.clone(),
     ));
+    if let Some(r) = &token {
+        registry_env(&mut env, "ECR_VAULT_TEST_TOKEN_REGISTRY", r);
+    }
+    if let Some(r) = &redirecting {
+        registry_env(&mut env, "ECR_VAULT_TEST_S3_REGISTRY", r);
+    }
     let mut text = String::from("# written by ecr-vault-stack up; valid while it runs\n");
     for (k, v) in &env {
         text.push_str(&format!("export {k}='{}'\n", v.replace('\'', r"'\''")));
@@ -137,6 +196,8 @@ async fn up(dir: &Path, bucket: &str, seed_images: bool) -> Result<()> {
     eprintln!("ecr-vault-stack: stopping");
     let _ = std::fs::remove_file(&env_path);
     drop(target);
+    drop(token);
+    drop(redirecting);
     drop(stack);
     Ok(())
 }
