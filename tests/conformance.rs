@@ -252,6 +252,7 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
             keep_monthly_months: 0,
             abandoned_upload_age: Duration::from_secs(7 * 24 * 3600),
             bypass_governance: false,
+            ..GcOptions::default()
         },
         true,
     )

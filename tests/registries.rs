@@ -592,7 +592,8 @@ async fn a_signature_on_an_unchanged_image_is_captured_by_the_next_run_and_resto
     let vault = back_up(stack, &source, &ns).await;
 
     // Signed afterwards, by digest only: no tag moves, the image itself is unchanged.
-    let sig = fixtures::referrer(98, &app, "application/vnd.dev.sigstore.bundle.v0.3+json").unwrap();
+    let sig =
+        fixtures::referrer(98, &app, "application/vnd.dev.sigstore.bundle.v0.3+json").unwrap();
     sig.push(&through_src, &repo, &[]).await.unwrap();
     let second = backup(
         &source,

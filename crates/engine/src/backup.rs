@@ -281,8 +281,13 @@ async fn run_plan(
             let r = match &w {
                 Work::New(img) => capture(copier, source, img, opts.referrers).await,
                 Work::Check(u) => {
-                    with_new_referrers(copier, &u.image, check_unchanged(copier, u).await, rediscover)
-                        .await
+                    with_new_referrers(
+                        copier,
+                        &u.image,
+                        check_unchanged(copier, u).await,
+                        rediscover,
+                    )
+                    .await
                 }
                 Work::Carry(u) => {
                     let carried = ImageResult::Done {
