@@ -130,6 +130,9 @@ if arg("RUST_VERSION") != workspace_rust:
     bad.append(f"Dockerfile RUST_VERSION={arg('RUST_VERSION')}, workspace rust-version {workspace_rust}")
 if arg("CARGO_LAMBDA_VERSION") != pinned_lambda:
     bad.append(f"Dockerfile CARGO_LAMBDA_VERSION={arg('CARGO_LAMBDA_VERSION')}, requirements.txt pins {pinned_lambda}")
+hashed = re.search(r"^cargo-lambda==(\S+) ", open("functions/cargo-lambda-requirements.txt").read(), re.M)
+if not hashed or hashed.group(1) != pinned_lambda:
+    bad.append(f"functions/cargo-lambda-requirements.txt does not pin cargo-lambda=={pinned_lambda} with hashes")
 for b in bad:
     print("   " + b, file=sys.stderr)
 print(f"   {len(pairs)} images: " + ", ".join(f"{p}/{b}" for p, b in pairs))

@@ -77,6 +77,7 @@ async fn push_backup(source: &Source, vault: &Vault, img: &PushedImage) {
 }
 
 async fn full_backup(source: &Source, vault: &Vault) -> ecr_vault_engine::BackupReport {
+    let started = Instant::now();
     let r = backup(
         source,
         vault,
@@ -85,7 +86,19 @@ async fn full_backup(source: &Source, vault: &Vault) -> ecr_vault_engine::Backup
     )
     .await
     .unwrap();
+    let wall = started.elapsed().as_millis() as u64;
     assert!(r.complete, "{r:#?}");
+    // The report times the whole run, listing included, and its phases add up to it.
+    let p = &r.phases;
+    assert_eq!(
+        r.duration_ms,
+        p.list_ms + p.plan_ms + p.copy_ms + p.snapshot_ms
+    );
+    assert!(
+        r.duration_ms <= wall,
+        "{} ms reported, {wall} ms measured",
+        r.duration_ms
+    );
     r
 }
 
@@ -675,4 +688,67 @@ async fn a_manifest_write_lost_to_another_writer_still_gets_this_snapshots_lock(
         .await
         .unwrap();
     assert!(v.ok(), "{:#?}", v.problems);
+}
+
+/// A blob planted under `blobs/` with other bytes of the same size (by someone who could write
+/// there before the conditional-write guard) is refused, not reused: its image fails with a
+/// clear error, the rest of the run goes on, and nothing names the planted object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_planted_with_other_bytes_is_refused_not_reused() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("planted");
+    let victim = ImageBuilder::oci(81).layers(&[4_096]).build().unwrap();
+    victim
+        .push(&stack.registry, &format!("{ns}/victim"), &["v1"])
+        .await
+        .unwrap();
+    let other = push(&stack.registry, 82, &format!("{ns}/other"), "v1").await;
+    let vault = new_vault(
+        &stack.s3,
+        "",
+        opts(LockPolicy::seconds(LockMode::Governance, 60, 1)),
+    )
+    .await
+    .unwrap();
+    let layer = victim.blobs.last().unwrap();
+    let planted = vec![0x5a_u8; layer.data.len()];
+    vault
+        .client()
+        .put_object()
+        .bucket(&vault.location().bucket)
+        .key(
+            vault
+                .location()
+                .blob_key(&Digest::parse(&layer.digest).unwrap()),
+        )
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .body(planted.into())
+        .send()
+        .await
+        .unwrap();
+    let r = backup(
+        &registry_source(&stack.registry).unwrap(),
+        &vault,
+        &BackupOptions {
+            filters: only(&format!("{ns}/**")),
+            ..Default::default()
+        },
+        Arc::new(NoProgress),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.failures.len(), 1, "{r:#?}");
+    assert!(r.failures[0].repository.ends_with("/victim"));
+    assert!(
+        r.failures[0].error.contains("holds other bytes"),
+        "{:#?}",
+        r.failures
+    );
+    let snap = vault
+        .get_snapshot(r.snapshot.as_ref().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let names: BTreeSet<String> = snap.images.iter().map(|i| i.digest.to_string()).collect();
+    assert_eq!(names, BTreeSet::from([other.digest.clone()]));
 }

@@ -380,6 +380,15 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
                 c.lock_extensions,
                 report.duration_ms as f64 / 1000.0
             );
+            let ph = &report.phases;
+            println!(
+                "time: list {:.1}s, plan {:.1}s, copy {:.1}s, snapshot {:.1}s ({} scope)",
+                ph.list_ms as f64 / 1000.0,
+                ph.plan_ms as f64 / 1000.0,
+                ph.copy_ms as f64 / 1000.0,
+                ph.snapshot_ms as f64 / 1000.0,
+                report.scope
+            );
             if let Some(cost) = &report.cost {
                 println!("estimated cost: {cost} ({})", cost.prices);
             }

@@ -382,6 +382,14 @@ impl Copier {
                     state.size, desc.size
                 )));
             }
+            if state.contradicts(&desc.digest) {
+                return Err(CopyError::new(format!(
+                    "vault object {key} holds other bytes than {} (S3's SHA-256 checksum of it \
+                     is {}); refusing to reuse it: run `ecr-vault verify --deep`",
+                    desc.digest,
+                    state.sha256.as_deref().unwrap_or_default()
+                )));
+            }
             match self.ensure_locked(&key, &state).await {
                 Ok(until) => {
                     self.stats.blobs_existing.fetch_add(1, Ordering::Relaxed);

@@ -59,6 +59,19 @@ pub struct ObjectState {
     /// Written as a manifest with its closure ([`Vault::put_manifest_until`]). False for blobs,
     /// and for manifests written before the marker existed.
     pub is_manifest: bool,
+    /// The SHA-256 checksum S3 keeps for the object (base64): of the whole object for a single
+    /// PUT, a composite `<value>-<parts>` for a multipart upload.
+    pub sha256: Option<String>,
+}
+
+impl ObjectState {
+    /// Whether S3's whole-object SHA-256 contradicts `digest` (a blob written with other
+    /// bytes). `false` when S3 kept none or only a composite one, which cannot be compared.
+    pub fn contradicts(&self, digest: &Digest) -> bool {
+        self.sha256.as_deref().is_some_and(|c| {
+            !c.contains('-') && c != base64::engine::general_purpose::STANDARD.encode(digest.raw())
+        })
+    }
 }
 
 /// A handle on one vault. Cheap to clone.
@@ -136,6 +149,7 @@ impl Vault {
             .head_object()
             .bucket(&self.loc.bucket)
             .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
             .send()
             .await
         {
@@ -149,6 +163,7 @@ impl Vault {
                     .metadata()
                     .and_then(|m| m.get(KIND_META))
                     .is_some_and(|v| v == KIND_MANIFEST),
+                sha256: out.checksum_sha256().map(str::to_owned),
             })),
             Err(e) => {
                 let err = VaultError::s3("HeadObject", &self.loc.bucket, key, e);

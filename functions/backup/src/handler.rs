@@ -815,6 +815,12 @@ fn log_report(r: &BackupReport, trigger: &str) {
         failed = r.counts.images_failed,
         deferred = r.deferred.len(),
         bytes = r.counts.bytes_written,
+        duration_ms = r.duration_ms,
+        list_ms = r.phases.list_ms,
+        plan_ms = r.phases.plan_ms,
+        copy_ms = r.phases.copy_ms,
+        snapshot_ms = r.phases.snapshot_ms,
+        scope = %r.scope,
         "backup run finished"
     );
     for f in &r.failures {
