@@ -453,24 +453,12 @@ async fn break_glass_download_restores_with_stock_skopeo() {
 
     // The documented procedure: AWS CLI download, then stock skopeo. No ecr-vault code.
     let dir = tempfile_dir();
-    let root = ecr_vault_testkit::paths::repo_root().unwrap();
-    let status = std::process::Command::new("bash")
-        .arg(root.join("scripts/break-glass.sh"))
-        .arg(vault.location().to_string())
-        .arg("latest")
-        .arg(&dir)
-        .envs(stack.s3.env())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                root.join(".venv/bin").display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let out = ecr_vault_tests::break_glass(stack, &vault, "latest", &dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let fresh = Registry::start().await.unwrap();
     ecr_vault_testkit::skopeo::copy_from_oci_layout(
         &dir,

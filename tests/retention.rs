@@ -14,14 +14,14 @@ use chrono::Utc;
 use ecr_vault_engine::gc::{GcOptions, gc};
 use ecr_vault_engine::lease::{Lease, LeaseRequest};
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Listing, Mapping, NoProgress, RestoreRequest, SnapshotSel,
-    Source, SourceImage, backup, backup_listing, latest, restore, verify,
+    BackupOptions, FilterSpec, Filters, Listing, NoProgress, SnapshotSel, Source, SourceImage,
+    backup, backup_listing, latest, verify,
 };
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_testkit::fixtures::{self, Blob, ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
 use ecr_vault_tests::{
-    new_vault, only, registry_client, registry_source, restore_into_fresh, small_parts as opts,
+    break_glass, new_vault, only, registry_source, restore_into_fresh, small_parts as opts,
 };
 use ecr_vault_vault::{LockMode, LockPolicy, ScopeKind, Vault};
 
@@ -265,23 +265,7 @@ async fn latest_is_the_registry_as_last_seen_for_the_engine_and_break_glass_alik
     // The documented break-glass procedure composes the same picture with the AWS CLI.
     let dir = std::env::temp_dir().join(unique_name("latest-glass"));
     std::fs::create_dir_all(&dir).unwrap();
-    let root = ecr_vault_testkit::paths::repo_root().unwrap();
-    let out = std::process::Command::new("bash")
-        .arg(root.join("scripts/break-glass.sh"))
-        .arg(vault.location().to_string())
-        .arg("latest")
-        .arg(&dir)
-        .envs(stack.s3.env())
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                root.join(".venv/bin").display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )
-        .output()
-        .unwrap();
+    let out = break_glass(stack, &vault, "latest", &dir).unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -381,26 +365,9 @@ async fn a_layer_with_the_bytes_of_a_manifest_does_not_stand_in_for_that_image()
     for v in [&vault, &together] {
         let check = verify(v, None, true).await.unwrap();
         assert!(check.ok(), "{:#?}", check.problems);
-        let fresh = Registry::start().await.unwrap();
-        let target = Source::Registry {
-            registry: registry_client(&fresh).unwrap(),
-        };
-        let r = restore(
-            v,
-            &target,
-            &RestoreRequest {
-                snapshot: SnapshotSel::AsOf(Utc::now()),
-                filters: only(&format!("{ns}/**")),
-                digests: vec![],
-                mapping: Mapping::default(),
-                dry_run: false,
-                concurrency: 2,
-            },
-            Arc::new(NoProgress),
-        )
-        .await
-        .unwrap();
-        assert!(r.failures.is_empty(), "{:#?}", r.failures);
+        let fresh = restore_into_fresh(v, SnapshotSel::AsOf(Utc::now()))
+            .await
+            .unwrap();
         for img in [&a_img, &b_img] {
             assert_eq!(
                 skopeo_digest(&fresh, &img.reference()).await.unwrap(),

@@ -111,6 +111,32 @@ pub async fn restore_into_fresh(
     Ok(fresh)
 }
 
+/// Runs `scripts/break-glass.sh <vault> <snapshot> <dir>` the documented way: the AWS CLI of
+/// the venv, credentials and endpoint of the stack's S3, no ecr-vault code.
+pub fn break_glass(
+    stack: &ecr_vault_testkit::Stack,
+    vault: &Vault,
+    snapshot: &str,
+    dir: &std::path::Path,
+) -> Result<std::process::Output> {
+    let root = ecr_vault_testkit::paths::repo_root()?;
+    Ok(std::process::Command::new("bash")
+        .arg(root.join("scripts/break-glass.sh"))
+        .arg(vault.location().to_string())
+        .arg(snapshot)
+        .arg(dir)
+        .envs(stack.s3.env())
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                root.join(".venv/bin").display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()?)
+}
+
 /// An SQS client for moto (the work queue of fan-out runs).
 pub fn sqs_client(stack: &ecr_vault_testkit::Stack) -> aws_sdk_sqs::Client {
     let config = aws_sdk_sqs::Config::builder()

@@ -600,18 +600,7 @@ async fn with_new_referrers(
                     continue;
                 }
                 match copier.copy_manifest(&img.repo, &d, 0).await {
-                    Ok(c) => records.push(ImageRecord {
-                        repository: img.repo.clone(),
-                        tag: None,
-                        media_type: c.media_type,
-                        digest: d.digest.clone(),
-                        size: c.size,
-                        platform: None,
-                        pushed_at: None,
-                        role: Role::Referrer,
-                        subject: Some(img.digest.clone()),
-                        lock_until: Some(c.until),
-                    }),
+                    Ok(c) => records.push(referrer_record(img, &img.digest, &d.digest, c)),
                     Err(e) => {
                         copier
                             .warnings_push(format!(
@@ -635,6 +624,27 @@ async fn with_new_referrers(
     ImageResult::Done { records, unchanged }
 }
 
+/// The snapshot record of a referrer of `subject`, captured in `img`'s repository.
+fn referrer_record(
+    img: &SourceImage,
+    subject: &Digest,
+    digest: &Digest,
+    c: crate::copy::Copied,
+) -> ImageRecord {
+    ImageRecord {
+        repository: img.repo.clone(),
+        tag: None,
+        media_type: c.media_type,
+        digest: digest.clone(),
+        size: c.size,
+        platform: None,
+        pushed_at: None,
+        role: Role::Referrer,
+        subject: Some(subject.clone()),
+        lock_until: Some(c.until),
+    }
+}
+
 async fn referrer_records(copier: &Copier, img: &SourceImage) -> Result<Vec<ImageRecord>, String> {
     let mut out = Vec::new();
     let mut queue: Vec<(Digest, u32)> = vec![(img.digest.clone(), 0)];
@@ -653,18 +663,7 @@ async fn referrer_records(copier: &Copier, img: &SourceImage) -> Result<Vec<Imag
                 .copy_manifest(&img.repo, &d, 0)
                 .await
                 .map_err(|e| format!("referrer {}: {e}", d.digest))?;
-            out.push(ImageRecord {
-                repository: img.repo.clone(),
-                tag: None,
-                media_type: c.media_type,
-                digest: d.digest.clone(),
-                size: c.size,
-                platform: None,
-                pushed_at: None,
-                role: Role::Referrer,
-                subject: Some(subject.clone()),
-                lock_until: Some(c.until),
-            });
+            out.push(referrer_record(img, &subject, &d.digest, c));
             queue.push((d.digest, depth + 1));
         }
     }
