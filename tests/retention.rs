@@ -492,13 +492,15 @@ async fn a_running_backup_turns_gc_bypass_off_and_a_new_backup_waits_for_a_bypas
     let gc_lease = Lease::acquire_gc(&vault, Duration::from_secs(600))
         .await
         .unwrap();
+    // Counted before the backup starts: it may take its lease at once.
+    let run_leases = vault.location().key("staging/leases/run/");
+    let before = vault.list_keys(&run_leases).await.unwrap().len();
+    let snapshots_before = vault.list_snapshots().await.unwrap().len();
     let waiting = tokio::spawn({
         let (source, vault) = (source.clone(), vault.clone());
         async move { full_backup(&source, &vault).await }
     });
-    let run_leases = vault.location().key("staging/leases/run/");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let before = vault.list_keys(&run_leases).await.unwrap().len();
     loop {
         let now = vault.list_keys(&run_leases).await.unwrap().len();
         if now > before {
@@ -511,7 +513,11 @@ async fn a_running_backup_turns_gc_bypass_off_and_a_new_backup_waits_for_a_bypas
         !waiting.is_finished(),
         "the backup ran beside a bypassing gc"
     );
-    let snapshots_before = vault.list_snapshots().await.unwrap().len();
+    assert_eq!(
+        vault.list_snapshots().await.unwrap().len(),
+        snapshots_before,
+        "a snapshot was written while the bypassing gc held the vault"
+    );
     gc_lease.release().await;
     let report = waiting.await.unwrap();
     assert!(report.complete);
