@@ -16,13 +16,13 @@ use ecr_vault_vault::{
 use futures::StreamExt as _;
 use serde::Serialize;
 
-use crate::EngineError;
 use crate::copy::Copier;
 use crate::filter::Filters;
 use crate::lease::{Lease, LeaseRequest};
 use crate::plan::{Plan, UnchangedImage};
 use crate::progress::Progress;
 use crate::source::{Listing, Source, SourceImage};
+use crate::{EngineError, defaults};
 
 /// How a backup runs.
 #[derive(Clone)]
@@ -45,11 +45,11 @@ impl Default for BackupOptions {
     fn default() -> Self {
         BackupOptions {
             filters: Filters::all(),
-            image_concurrency: 4,
-            blob_concurrency: 8,
+            image_concurrency: defaults::IMAGE_CONCURRENCY,
+            blob_concurrency: defaults::BLOB_CONCURRENCY,
             trigger: "manual".into(),
             deadline: None,
-            deadline_margin: Duration::from_secs(60),
+            deadline_margin: defaults::DEADLINE_MARGIN,
             referrers: true,
         }
     }

@@ -13,8 +13,8 @@ use ecr_vault_ecr::Ecr;
 use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
 use ecr_vault_vault::{LockPolicy, Vault, VaultLocation, VaultOptions};
 
-use crate::EngineError;
 use crate::source::Source;
+use crate::{EngineError, defaults};
 
 /// Where and how to write the vault.
 #[derive(Clone, Debug)]
@@ -33,8 +33,8 @@ impl Default for VaultConfig {
         VaultConfig {
             uri: String::new(),
             lock: LockPolicy::default(),
-            part_size_mib: 16,
-            parts_in_flight: 6,
+            part_size_mib: defaults::PART_SIZE_MIB,
+            parts_in_flight: defaults::PARTS_IN_FLIGHT,
             storage_class: None,
         }
     }

@@ -35,8 +35,8 @@ use ecr_vault_vault::lock::from_s3_time;
 use ecr_vault_vault::{LockMode, ScopeGroup, Snapshot, SnapshotId, Vault};
 use serde::Serialize;
 
-use crate::EngineError;
 use crate::cost::{self, CostEstimate, StorageClass, Usage};
+use crate::{EngineError, defaults};
 
 /// What to keep and what GC may do.
 #[derive(Clone, Debug)]
@@ -63,10 +63,12 @@ pub struct GcOptions {
 impl Default for GcOptions {
     fn default() -> Self {
         GcOptions {
-            keep_last: 30,
-            keep_daily_days: 35,
-            keep_monthly_months: 12,
-            abandoned_upload_age: std::time::Duration::from_secs(7 * 24 * 3600),
+            keep_last: defaults::GC_KEEP_LAST,
+            keep_daily_days: defaults::GC_KEEP_DAILY_DAYS,
+            keep_monthly_months: defaults::GC_KEEP_MONTHLY_MONTHS,
+            abandoned_upload_age: std::time::Duration::from_secs(
+                u64::from(defaults::GC_UPLOAD_DAYS) * 24 * 3600,
+            ),
             bypass_governance: false,
             bypass_window: crate::lease::GC_BYPASS_WINDOW,
             lease_skew: crate::lease::CLOCK_SKEW,

@@ -75,7 +75,7 @@ impl Source {
     }
 }
 
-fn failure(repo: &str, reference: &str, error: impl ToString) -> Failure {
+pub(crate) fn failure(repo: &str, reference: &str, error: impl ToString) -> Failure {
     Failure {
         repository: repo.chars().take(300).collect(),
         reference: reference.chars().take(200).collect(),
@@ -85,7 +85,7 @@ fn failure(repo: &str, reference: &str, error: impl ToString) -> Failure {
 
 /// Applies the tag filters to one image's tags. Cosign-style attachment tags
 /// (`sha256-<hex>.sig`) are kept with their subject in [`attach`], whatever the tag filters.
-fn select_tags(
+pub(crate) fn select_tags(
     repo: &str,
     raw_tags: &[String],
     filters: &Filters,
@@ -109,7 +109,10 @@ fn select_tags(
 
 /// Keeps an attachment-only image when its subject was selected; drops untagged images when
 /// tag filters ask for tags.
-fn attach(candidates: Vec<(SourceImage, bool, bool)>, filters: &Filters) -> Vec<SourceImage> {
+pub(crate) fn attach(
+    candidates: Vec<(SourceImage, bool, bool)>,
+    filters: &Filters,
+) -> Vec<SourceImage> {
     let selected: std::collections::HashSet<(RepoName, Digest)> = candidates
         .iter()
         .filter(|(img, attachment, _)| {

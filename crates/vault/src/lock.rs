@@ -83,12 +83,18 @@ pub struct LockPolicy {
     pub unit: RetentionUnit,
 }
 
+/// Days a snapshot and its closure stay locked by default. It covers garbage collection's
+/// default daily window (35 days), so everything the default keep policy keeps is also locked.
+pub const DEFAULT_RETENTION_DAYS: u32 = 35;
+/// Extra days added when a lock is written or extended, so most runs need no extension call.
+pub const DEFAULT_SLACK_DAYS: u32 = 7;
+
 impl Default for LockPolicy {
     fn default() -> Self {
         LockPolicy {
             mode: LockMode::Compliance,
-            retention_days: 35,
-            slack_days: 7,
+            retention_days: DEFAULT_RETENTION_DAYS,
+            slack_days: DEFAULT_SLACK_DAYS,
             unit: RetentionUnit::Days,
         }
     }

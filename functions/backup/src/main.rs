@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: the environment (docs/deploy.md, "Runtime contract"), validated at cold start;
 //! - [`event`]: which event shapes are accepted, and validation of their fields;
-//! - [`handler`]: the engine calls and the responses.
+//! - [`handler`]: classify → one engine call ([`ecr_vault_engine::trigger`]) → respond.
 //!
 //! Logs are JSON through `tracing` when `AWS_LAMBDA_LOG_FORMAT=JSON`, at
 //! `AWS_LAMBDA_LOG_LEVEL`; metrics are EMF lines on stdout.
@@ -11,33 +11,16 @@ mod config;
 mod handler;
 
 use ecr_vault_backup_fn::event;
-
-use lambda_runtime::{LambdaEvent, run, service_fn};
-use serde_json::Value;
-
-use crate::config::Config;
-use crate::handler::App;
+use ecr_vault_fn_common::{Env, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let cfg = match Config::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    let app = match App::new(cfg).await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    let app = &app;
-    run(service_fn(move |event: LambdaEvent<Value>| async move {
-        app.handle(event).await
-    }))
+    serve(
+        async {
+            let cfg = config::Config::from_env(&Env::process()).map_err(|e| e.to_string())?;
+            handler::App::new(cfg).await.map_err(|e| e.to_string())
+        },
+        |app, event| async move { app.handle(event).await },
+    )
     .await
 }

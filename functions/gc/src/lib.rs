@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
+use ecr_vault_engine::defaults;
 use ecr_vault_engine::gc::GcOptions;
-use ecr_vault_engine::vault_uri;
+use ecr_vault_fn_common::{ConfigError, Env};
 
 /// What the template sets. Governance bypass is deliberately not configurable here: a
 /// scheduled job never bypasses a lock (`ecr-vault gc --bypass-governance` is for a person).
@@ -13,52 +14,45 @@ pub struct Config {
     pub options: GcOptions,
     /// `ECR_VAULT_GC_APPLY=true` deletes; anything else only reports what would go.
     pub apply: bool,
+    /// The `Function` dimension of the metrics.
+    pub function_name: String,
 }
 
 impl Config {
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Reads `ECR_VAULT_BUCKET`, `ECR_VAULT_PREFIX`, `ECR_VAULT_GC_KEEP_LAST`,
     /// `ECR_VAULT_GC_KEEP_DAILY`, `ECR_VAULT_GC_KEEP_MONTHLY`, `ECR_VAULT_GC_UPLOAD_DAYS` and
     /// `ECR_VAULT_GC_APPLY`; the defaults are the CLI's.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let bucket = var("ECR_VAULT_BUCKET").ok_or("ECR_VAULT_BUCKET is required")?;
-        let prefix = var("ECR_VAULT_PREFIX").unwrap_or_default();
-        let vault_uri = vault_uri(&bucket, &prefix).map_err(|e| e.to_string())?;
-        let number = |k: &str, default: u32| -> Result<u32, String> {
-            match var(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{k}={v:?}: expected a whole number")),
-            }
-        };
-        let keep_last = number("ECR_VAULT_GC_KEEP_LAST", 30)?;
-        if keep_last == 0 {
-            return Err("ECR_VAULT_GC_KEEP_LAST=0: keep at least one snapshot".into());
-        }
-        let apply = match var("ECR_VAULT_GC_APPLY").as_deref().map(str::trim) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(v) => return Err(format!("ECR_VAULT_GC_APPLY={v:?}: expected true or false")),
-        };
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let upload_days = env.int(
+            "ECR_VAULT_GC_UPLOAD_DAYS",
+            defaults::GC_UPLOAD_DAYS,
+            0..=36_500,
+        )?;
         Ok(Config {
-            vault_uri,
+            vault_uri: env.vault_uri()?,
             options: GcOptions {
-                keep_last: keep_last as usize,
-                keep_daily_days: number("ECR_VAULT_GC_KEEP_DAILY", 35)?,
-                keep_monthly_months: number("ECR_VAULT_GC_KEEP_MONTHLY", 12)?,
-                abandoned_upload_age: Duration::from_secs(
-                    u64::from(number("ECR_VAULT_GC_UPLOAD_DAYS", 7)?) * 24 * 3600,
-                ),
+                // At least one: GC never empties the vault.
+                keep_last: env.int(
+                    "ECR_VAULT_GC_KEEP_LAST",
+                    defaults::GC_KEEP_LAST,
+                    1..=100_000,
+                )?,
+                keep_daily_days: env.int(
+                    "ECR_VAULT_GC_KEEP_DAILY",
+                    defaults::GC_KEEP_DAILY_DAYS,
+                    0..=36_500,
+                )?,
+                keep_monthly_months: env.int(
+                    "ECR_VAULT_GC_KEEP_MONTHLY",
+                    defaults::GC_KEEP_MONTHLY_MONTHS,
+                    0..=12_000,
+                )?,
+                abandoned_upload_age: Duration::from_secs(u64::from(upload_days) * 24 * 3600),
                 bypass_governance: false,
                 ..GcOptions::default()
             },
-            apply,
+            apply: env.flag("ECR_VAULT_GC_APPLY", false)?,
+            function_name: env.function_name("ecr-vault-gc"),
         })
     }
 }
@@ -69,11 +63,7 @@ mod tests {
     use super::*;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_lookup(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        Config::from_env(&Env::from_pairs(vars)).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -100,9 +90,9 @@ mod tests {
         let base = [("ECR_VAULT_BUCKET", "my-vault")];
         for (k, v, expect) in [
             ("ECR_VAULT_GC_APPLY", "yes", "ECR_VAULT_GC_APPLY"),
-            ("ECR_VAULT_GC_KEEP_LAST", "0", "keep at least one"),
+            ("ECR_VAULT_GC_KEEP_LAST", "0", "ECR_VAULT_GC_KEEP_LAST"),
             ("ECR_VAULT_GC_KEEP_DAILY", "-1", "ECR_VAULT_GC_KEEP_DAILY"),
-            ("ECR_VAULT_PREFIX", "../x", "invalid vault location"),
+            ("ECR_VAULT_PREFIX", "../x", "ECR_VAULT_PREFIX"),
         ] {
             let mut vars = base.to_vec();
             vars.push((k, v));

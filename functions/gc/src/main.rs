@@ -6,49 +6,31 @@
 // more than the default query depth.
 #![recursion_limit = "256"]
 
-use std::sync::Arc;
-
 use ecr_vault_engine::metrics::gc_emf;
 use ecr_vault_engine::{aws_config, open_vault_at};
+use ecr_vault_fn_common::{Env, FnError, serve};
 use ecr_vault_gc_fn::Config;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use ecr_vault_vault::Vault;
 use serde_json::Value;
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = match Config::from_env() {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    let sdk = Arc::new(aws_config().await);
-    run(service_fn(move |event: LambdaEvent<Value>| {
-        let (config, sdk) = (config.clone(), sdk.clone());
-        async move { handle(&config, &sdk, &event.context.env_config.function_name).await }
-    }))
+async fn main() -> Result<(), lambda_runtime::Error> {
+    serve(
+        async {
+            let config = Config::from_env(&Env::process()).map_err(|e| e.to_string())?;
+            let vault =
+                open_vault_at(&aws_config().await, &config.vault_uri).map_err(|e| e.to_string())?;
+            Ok::<_, String>((config, vault))
+        },
+        |state, _event| async move { handle(&state.0, &state.1).await },
+    )
     .await
 }
 
-async fn handle(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    function_name: &str,
-) -> Result<Value, Error> {
-    let vault = open_vault_at(sdk, &config.vault_uri).map_err(|e| Error::from(e.to_string()))?;
-    let report = ecr_vault_engine::gc::gc(&vault, &config.options, config.apply)
-        .await
-        .map_err(|e| Error::from(e.to_string()))?;
-    println!(
-        "{}",
-        gc_emf(
-            &report,
-            function_name,
-            chrono::Utc::now().timestamp_millis()
-        )
-    );
+async fn handle(config: &Config, vault: &Vault) -> Result<Value, FnError> {
+    let report = ecr_vault_engine::gc::gc(vault, &config.options, config.apply).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    println!("{}", gc_emf(&report, &config.function_name, now));
     tracing::info!(
         applied = report.applied,
         deleted = report.deleted,
@@ -59,15 +41,20 @@ async fn handle(
         errors = report.errors.len(),
         "gc finished"
     );
+    let body =
+        serde_json::to_value(&report).map_err(|e| FnError::new("EngineError", e.to_string()))?;
     if let Some(first) = report.errors.first() {
         // Fail the invocation so the Errors alarm sees it; the report is in the log.
-        tracing::error!(report = %serde_json::to_string(&report)?, "gc left errors");
-        return Err(Error::from(format!(
-            "gc finished with {} error(s); first: {}: {}",
-            report.errors.len(),
-            first.key,
-            first.reason
-        )));
+        tracing::error!(report = %body, "gc left errors");
+        return Err(FnError::new(
+            "GcFailed",
+            format!(
+                "gc finished with {} error(s); first: {}: {}",
+                report.errors.len(),
+                first.key,
+                first.reason
+            ),
+        ));
     }
-    Ok(serde_json::to_value(&report)?)
+    Ok(body)
 }

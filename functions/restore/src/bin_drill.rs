@@ -8,39 +8,31 @@ use std::sync::Arc;
 use ecr_vault_engine::drill::{DRILL_PREFIX, DrillOptions, DrillReport, drill};
 use ecr_vault_engine::metrics::drill_emf;
 use ecr_vault_engine::{RegistryConfig, aws_config, open_source, open_vault_at};
+use ecr_vault_fn_common::{Env, FnError, serve};
 use ecr_vault_restore_fn::drill::{DrillConfig, DrillEvent};
-use ecr_vault_restore_fn::report::FnError;
 use ecr_vault_vault::Failure;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::{Value, json};
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = match DrillConfig::from_env() {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!(error = %e, "cold start failed");
-            return Err(e.into());
-        }
-    };
-    let sdk = Arc::new(aws_config().await);
-    run(service_fn(move |event: LambdaEvent<Value>| {
-        let (config, sdk) = (config.clone(), sdk.clone());
-        async move {
-            let function_name = event.context.env_config.function_name.clone();
-            handle(&config, &sdk, &function_name, event.payload).await
-        }
-    }))
+async fn main() -> Result<(), lambda_runtime::Error> {
+    serve(
+        async {
+            let config = DrillConfig::from_env(&Env::process())?;
+            Ok::<_, ecr_vault_fn_common::ConfigError>((config, aws_config().await))
+        },
+        |state: Arc<(DrillConfig, aws_config::SdkConfig)>, event| async move {
+            handle(&state.0, &state.1, event.payload).await
+        },
+    )
     .await
 }
 
 async fn handle(
     config: &DrillConfig,
     sdk: &aws_config::SdkConfig,
-    function_name: &str,
     payload: Value,
 ) -> Result<Value, FnError> {
+    let function_name = config.function_name.as_str();
     let now = chrono::Utc::now();
     let event = DrillEvent::parse(payload).map_err(|e| FnError::new("InvalidEvent", e))?;
     if !config.due(&event, now) {

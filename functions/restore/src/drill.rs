@@ -8,7 +8,7 @@
 //! month later (CloudWatch alarms look back at most 7 days).
 
 use chrono::{DateTime, Datelike as _, Utc};
-use ecr_vault_engine::vault_uri;
+use ecr_vault_fn_common::{ConfigError, Env};
 use serde::Deserialize;
 
 #[derive(Clone, Debug)]
@@ -19,41 +19,21 @@ pub struct DrillConfig {
     pub sample: usize,
     /// Day of the month (1-28) the drill runs; 0 = every invocation.
     pub day_of_month: u32,
+    /// The `Function` dimension of the metrics.
+    pub function_name: String,
 }
 
 impl DrillConfig {
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
     /// Reads `ECR_VAULT_BUCKET`, `ECR_VAULT_PREFIX`, `ECR_VAULT_REGISTRY_URL`,
     /// `ECR_VAULT_DRILL_SAMPLE` (default 5) and `ECR_VAULT_DRILL_DAY_OF_MONTH` (default 1).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let bucket = var("ECR_VAULT_BUCKET").ok_or("ECR_VAULT_BUCKET is required")?;
-        let prefix = var("ECR_VAULT_PREFIX").unwrap_or_default();
-        let number = |k: &str, default: u32, max: u32| -> Result<u32, String> {
-            let n = match var(k) {
-                None => default,
-                Some(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("{k}={v:?}: expected a whole number"))?,
-            };
-            if n > max {
-                return Err(format!("{k}={n}: at most {max}"));
-            }
-            Ok(n)
-        };
-        let sample = number("ECR_VAULT_DRILL_SAMPLE", 5, 1000)?;
-        if sample == 0 {
-            return Err("ECR_VAULT_DRILL_SAMPLE=0: a drill restores at least one image".into());
-        }
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(DrillConfig {
-            vault_uri: vault_uri(&bucket, &prefix).map_err(|e| e.to_string())?,
-            registry_url: var("ECR_VAULT_REGISTRY_URL"),
-            sample: sample as usize,
-            day_of_month: number("ECR_VAULT_DRILL_DAY_OF_MONTH", 1, 28)?,
+            vault_uri: env.vault_uri()?,
+            registry_url: env.url("ECR_VAULT_REGISTRY_URL")?,
+            // A drill restores at least one image.
+            sample: env.int("ECR_VAULT_DRILL_SAMPLE", 5, 1..=1000)?,
+            day_of_month: env.int("ECR_VAULT_DRILL_DAY_OF_MONTH", 1, 0..=28)?,
+            function_name: env.function_name("ecr-vault-drill"),
         })
     }
 
@@ -95,11 +75,7 @@ mod tests {
     use chrono::TimeZone as _;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<DrillConfig, String> {
-        DrillConfig::from_lookup(|k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        })
+        DrillConfig::from_env(&Env::from_pairs(vars)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -8,84 +8,71 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::metrics::restore_emf;
-use ecr_vault_engine::{
-    NoProgress, RegistryConfig, aws_config, open_source, open_vault_at, vault_uri,
-};
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use ecr_vault_engine::{NoProgress, RegistryConfig, aws_config, open_source, open_vault_at};
+use ecr_vault_fn_common::{ConfigError, Env, FnError, serve};
+use ecr_vault_vault::Vault;
 use serde_json::Value;
 
 use ecr_vault_restore_fn::egress::{EgressPolicy, RegistrySecret, TEST_ALLOW_LOOPBACK_VAR};
-use ecr_vault_restore_fn::report::{FnError, failure_message};
+use ecr_vault_restore_fn::report::failure_message;
 use ecr_vault_restore_fn::request::Request;
 
 struct Config {
-    vault_uri: String,
     registry_url: Option<String>,
     /// Registries other than ECR this deployment may restore into (`ApprovedRestoreRegistries`).
     egress: EgressPolicy,
     /// Secrets Manager ARNs holding credentials for approved registries
     /// (`RestoreRegistrySecretArns`).
     secret_arns: Vec<String>,
+    function_name: String,
 }
 
 impl Config {
-    /// Reads the environment the template sets. Bad configuration fails the cold start.
-    fn from_env() -> Result<Self, String> {
-        let bucket = std::env::var("ECR_VAULT_BUCKET")
-            .map_err(|_| "ECR_VAULT_BUCKET is not set".to_owned())?;
-        let prefix = std::env::var("ECR_VAULT_PREFIX").unwrap_or_default();
-        let vault_uri = vault_uri(&bucket, &prefix).map_err(|e| e.to_string())?;
-        let list = |name: &str| -> Vec<String> {
-            std::env::var(name)
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        let allow_loopback = std::env::var(TEST_ALLOW_LOOPBACK_VAR).is_ok_and(|v| v == "1");
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let allow_loopback = env.var(TEST_ALLOW_LOOPBACK_VAR).is_some_and(|v| v == "1");
         if allow_loopback {
             tracing::warn!(
                 "{TEST_ALLOW_LOOPBACK_VAR}=1: loopback restore targets admitted (tests only)"
             );
         }
         Ok(Config {
-            vault_uri,
-            registry_url: std::env::var("ECR_VAULT_REGISTRY_URL")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            registry_url: env.url("ECR_VAULT_REGISTRY_URL")?,
             egress: EgressPolicy::new(
-                &std::env::var("ECR_VAULT_APPROVED_REGISTRIES").unwrap_or_default(),
+                &env.var("ECR_VAULT_APPROVED_REGISTRIES").unwrap_or_default(),
                 allow_loopback,
-            )?,
-            secret_arns: list("ECR_VAULT_REGISTRY_SECRET_ARNS"),
+            )
+            .map_err(ConfigError)?,
+            secret_arns: env.list("ECR_VAULT_REGISTRY_SECRET_ARNS"),
+            function_name: env.function_name("ecr-vault-restore"),
         })
     }
 }
 
+/// Built once per cold start; no network I/O.
+struct App {
+    config: Config,
+    sdk: aws_config::SdkConfig,
+    vault: Vault,
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = Arc::new(Config::from_env().map_err(Error::from)?);
-    let sdk = Arc::new(aws_config().await);
-    run(service_fn(move |event: LambdaEvent<Value>| {
-        let config = config.clone();
-        let sdk = sdk.clone();
-        async move {
-            let function_name = event.context.env_config.function_name.clone();
-            handle(&config, &sdk, &function_name, event.payload).await
-        }
-    }))
+async fn main() -> Result<(), lambda_runtime::Error> {
+    serve(
+        async {
+            let env = Env::process();
+            let config = Config::from_env(&env).map_err(|e| e.to_string())?;
+            let sdk = aws_config().await;
+            let vault = open_vault_at(&sdk, &env.vault_uri().map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(App { config, sdk, vault })
+        },
+        |app: Arc<App>, event| async move { handle(&app, event.payload).await },
+    )
     .await
 }
 
-async fn handle(
-    config: &Config,
-    sdk: &aws_config::SdkConfig,
-    function_name: &str,
-    payload: Value,
-) -> Result<Value, FnError> {
+async fn handle(app: &App, payload: Value) -> Result<Value, FnError> {
+    let (config, sdk) = (&app.config, &app.sdk);
     let req = Request::parse(payload).map_err(|e| FnError::new("InvalidRequest", e))?;
     let engine_req = req
         .engine_request()
@@ -120,15 +107,14 @@ async fn handle(
             password: creds.map(|c| c.password),
         }
     };
-    let vault = open_vault_at(sdk, &config.vault_uri).map_err(engine)?;
     let target = open_source(&target_sdk, &target_cfg)
         .await
         .map_err(|e| FnError::new("EngineError", format!("target registry: {e}")))?;
-    let report = ecr_vault_engine::restore(&vault, &target, &engine_req, Arc::new(NoProgress))
+    let report = ecr_vault_engine::restore(&app.vault, &target, &engine_req, Arc::new(NoProgress))
         .await
         .map_err(engine)?;
     let now = chrono::Utc::now().timestamp_millis();
-    println!("{}", restore_emf(&report, function_name, now));
+    println!("{}", restore_emf(&report, &config.function_name, now));
     tracing::info!(
         images = report.images,
         bytes = report.bytes_pushed,

@@ -2,33 +2,7 @@
 //! enough for an asynchronous invocation's OnFailure record (SNS accepts 256 KiB).
 
 use ecr_vault_engine::RestoreReport;
-use lambda_runtime::Diagnostic;
 use serde_json::Value;
-
-/// Why an invocation failed. `kind` becomes the Lambda `errorType`.
-#[derive(Debug)]
-pub struct FnError {
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl FnError {
-    pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        FnError {
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<FnError> for Diagnostic {
-    fn from(e: FnError) -> Self {
-        Diagnostic {
-            error_type: e.kind.to_owned(),
-            error_message: e.message,
-        }
-    }
-}
 
 /// Failures listed in full in the error; the rest are counted.
 const FAILURES_SHOWN: usize = 50;
