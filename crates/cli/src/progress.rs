@@ -52,3 +52,13 @@ impl Drop for Bars {
         self.bytes.finish_and_clear();
     }
 }
+
+/// Progress bars on an interactive terminal with text output; nothing otherwise.
+pub fn for_output(output: crate::args::Output) -> std::sync::Arc<dyn Progress> {
+    use std::io::IsTerminal as _;
+    if std::io::stderr().is_terminal() && output == crate::args::Output::Text {
+        std::sync::Arc::new(Bars::new())
+    } else {
+        std::sync::Arc::new(ecr_vault_engine::NoProgress)
+    }
+}

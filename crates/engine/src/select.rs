@@ -204,6 +204,60 @@ pub async fn summaries(vault: &Vault) -> Result<Vec<SnapshotSummary>, EngineErro
         .collect())
 }
 
+/// One capture of a repository (or repository:tag), for `show repo:tag`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capture {
+    pub snapshot: SnapshotId,
+    pub created: chrono::DateTime<chrono::Utc>,
+    pub tag: Option<ecr_vault_registry::Tag>,
+    pub digest: Digest,
+    pub pushed_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Every capture of `image`'s repository (and tag, when it names one), oldest snapshot first.
+pub async fn history(
+    vault: &Vault,
+    image: &ecr_vault_registry::ImageRef,
+) -> Result<Vec<Capture>, EngineError> {
+    let mut rows = Vec::new();
+    for id in vault.list_snapshots().await? {
+        let Some(s) = vault.get_snapshot(&id).await? else {
+            continue;
+        };
+        for i in s.images {
+            if i.repository == image.repo && (image.tag.is_none() || i.tag == image.tag) {
+                rows.push(Capture {
+                    snapshot: s.id.clone(),
+                    created: s.created,
+                    tag: i.tag,
+                    digest: i.digest,
+                    pushed_at: i.pushed_at,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// `latest` as `show latest` prints it: which snapshots, and the images they make up.
+#[derive(Debug, Serialize)]
+pub struct LatestView {
+    pub base: SnapshotId,
+    pub overlays: Vec<SnapshotId>,
+    pub images: Vec<ImageRecord>,
+}
+
+impl From<&Latest> for LatestView {
+    fn from(l: &Latest) -> Self {
+        LatestView {
+            base: l.base.id.clone(),
+            overlays: l.overlays.iter().map(|s| s.id.clone()).collect(),
+            images: l.records(),
+        }
+    }
+}
+
 /// What was selected, and from which snapshots.
 #[derive(Debug, Default)]
 pub struct Selected {

@@ -265,7 +265,7 @@ impl RunInfo {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Snapshot {
     pub id: SnapshotId,
     pub created: DateTime<Utc>,

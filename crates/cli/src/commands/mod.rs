@@ -1,0 +1,25 @@
+//! One file per command: its arguments, then the engine call. Printing is in `output`.
+
+pub mod backup;
+pub mod gc;
+pub mod plan;
+pub mod restore;
+pub mod show;
+pub mod snapshots;
+pub mod verify;
+
+use std::process::ExitCode;
+
+use crate::args::Command;
+
+pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Backup(a) => backup::run(a).await,
+        Command::Plan(a) => plan::run(a).await,
+        Command::Snapshots(a) => snapshots::run(a).await,
+        Command::Restore(a) => restore::run(a).await,
+        Command::Show(a) => show::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
+        Command::Gc(a) => gc::run(a).await,
+    }
+}

@@ -1,0 +1,65 @@
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use ecr_vault_engine::{PlanOptions, VaultConfig, aws_config, defaults, open_source, open_vault};
+use ecr_vault_vault::LockPolicy;
+
+use crate::args::{FilterArgs, Output, RegistryArgs, VaultArgs};
+use crate::output;
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    vault: VaultArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Days the next snapshot's content must stay locked (as for `backup`).
+    #[arg(long, default_value_t = defaults::RETENTION_DAYS, env = "ECR_VAULT_RETENTION_DAYS")]
+    retention_days: u32,
+    /// Extra days added when locking or extending (as for `backup`).
+    #[arg(long, default_value_t = defaults::LOCK_SLACK_DAYS, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
+    lock_slack_days: u32,
+    /// For a plain OCI registry: fetch the new images' manifests to estimate their bytes.
+    /// (ECR reports image sizes in its listing, so this costs nothing extra there.)
+    #[arg(long)]
+    sizes: bool,
+    /// Listing requests at once.
+    #[arg(long, default_value_t = defaults::BLOB_CONCURRENCY)]
+    concurrency: usize,
+    /// List every image, not only the totals (text output).
+    #[arg(long)]
+    verbose: bool,
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+}
+
+pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
+    let sdk = aws_config().await;
+    let vault = open_vault(
+        &sdk,
+        &VaultConfig {
+            uri: a.vault.vault.clone(),
+            lock: LockPolicy {
+                retention_days: a.retention_days,
+                slack_days: a.lock_slack_days,
+                ..LockPolicy::default()
+            },
+            ..VaultConfig::default()
+        },
+    )?;
+    let opts = PlanOptions {
+        filters: a.filters.filters()?,
+        concurrency: a.concurrency,
+        fetch_sizes: a.sizes,
+        lease: None,
+    };
+    let source = open_source(&sdk, &a.registry.config())
+        .await
+        .context("connecting to the source registry")?;
+    let p = ecr_vault_engine::plan(&source, &vault, &opts).await?;
+    output::print(a.output, &p, |p| output::plan(p, a.verbose))?;
+    Ok(output::finished(!p.failures.is_empty()))
+}
