@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, backup};
+use ecr_vault_engine::{BackupOptions, NoProgress, backup};
 use ecr_vault_registry::RepoName;
 use ecr_vault_testkit::fixtures::{
     self, ImageBuilder, Platform, cosign_signature, cosign_tag, docker_manifest_list, index,
@@ -15,17 +15,14 @@ use ecr_vault_testkit::fixtures::{
 };
 use ecr_vault_testkit::{Registry, Stack, skopeo_raw_manifest, unique_name};
 use ecr_vault_tests::{
-    check_vault, ecr_source, lock, new_vault, registry_blob_file, registry_source, snapshot_names,
+    check_vault, ecr_source, lock, new_vault, only, registry_blob_file, registry_source,
+    snapshot_names,
 };
 use ecr_vault_vault::{VaultOptions, WriteOutcome};
 
 fn opts(repo_glob: &str) -> BackupOptions {
     BackupOptions {
-        filters: Filters::new(FilterSpec {
-            repositories: vec![repo_glob.to_owned()],
-            ..Default::default()
-        })
-        .unwrap(),
+        filters: only(repo_glob),
         ..BackupOptions::default()
     }
 }

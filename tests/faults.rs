@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use ecr_vault_engine::{
-    BackupOptions, BackupReport, FilterSpec, Filters, Mapping, NoProgress, RestoreRequest,
-    SnapshotSel, Source, backup, restore,
+    BackupOptions, BackupReport, Mapping, NoProgress, RestoreRequest, SnapshotSel, Source, backup,
+    restore,
 };
 use ecr_vault_testkit::faultproxy::{Fault, FaultProxy, Gate, Offset, Rule};
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{check_vault, ecr_source, lock, registry_client, registry_source};
+use ecr_vault_tests::{check_vault, ecr_source, lock, only_ns, registry_client, registry_source};
 use ecr_vault_vault::{Vault, VaultLocation, VaultOptions};
 
 const SEEDS: [u64; 3] = [1, 2, 3];
@@ -28,14 +28,6 @@ fn vault_opts() -> VaultOptions {
         parts_in_flight: 2,
         blob_storage_class: None,
     }
-}
-
-fn only(ns: &str) -> Filters {
-    Filters::new(FilterSpec {
-        repositories: vec![format!("{ns}/**")],
-        ..Default::default()
-    })
-    .unwrap()
 }
 
 /// A registry proxy, an S3 proxy, and a fresh vault whose S3 client talks through the proxy.
@@ -93,7 +85,7 @@ impl Rig {
             &self.source(stack),
             &self.vault(stack),
             &BackupOptions {
-                filters: only(ns),
+                filters: only_ns(ns),
                 ..Default::default()
             },
             Arc::new(NoProgress),
@@ -358,7 +350,7 @@ async fn restore_survives_resets_from_s3_and_into_the_registry() {
         );
         let req = RestoreRequest {
             snapshot: SnapshotSel::Latest,
-            filters: only(&ns),
+            filters: only_ns(&ns),
             digests: vec![],
             mapping: Mapping::default(),
             dry_run: false,
@@ -530,7 +522,7 @@ async fn an_archived_ecr_image_is_skipped_with_its_reason() {
         &source,
         &rig.direct(stack),
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),

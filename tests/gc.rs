@@ -13,30 +13,17 @@ use bytes::Bytes;
 use chrono::Utc;
 use ecr_vault_engine::gc::{GcOptions, gc};
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, Source,
-    backup, restore, verify,
+    BackupOptions, Mapping, NoProgress, RestoreRequest, SnapshotSel, Source, backup, restore,
+    verify,
 };
 use ecr_vault_registry::Digest;
 use ecr_vault_testkit::fixtures::{self, ImageBuilder};
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{new_vault, registry_client, registry_source};
+use ecr_vault_tests::{new_vault, only, registry_client, registry_source, small_parts};
 use ecr_vault_vault::{LockMode, LockPolicy, Vault, VaultOptions};
 
-fn only(glob: &str) -> Filters {
-    Filters::new(FilterSpec {
-        repositories: vec![glob.to_owned()],
-        ..Default::default()
-    })
-    .unwrap()
-}
-
 fn opts(lock: LockPolicy) -> VaultOptions {
-    VaultOptions {
-        lock,
-        part_size: 5 * 1024 * 1024,
-        parts_in_flight: 4,
-        blob_storage_class: None,
-    }
+    small_parts(lock)
 }
 
 /// Another handle on the same vault with a different lock policy.

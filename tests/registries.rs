@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreReport, RestoreRequest,
-    SnapshotSel, Source, backup, restore,
+    BackupOptions, Mapping, NoProgress, RestoreReport, RestoreRequest, SnapshotSel, Source, backup,
+    restore,
 };
 use ecr_vault_registry::{
     ClientOptions, Credentials, Digest, RegistryClient, RepoName, StaticCredentials,
@@ -26,30 +26,17 @@ use ecr_vault_testkit::{
     Fault, FaultProxy, Gate, ReferrersFront, Registry, RegistryOptions, Rule, S3Storage, Stack,
     skopeo_digest, unique_name,
 };
-use ecr_vault_tests::{lock, new_vault, registry_client};
+use ecr_vault_tests::{lock, new_vault, only_ns, registry_client, small_parts};
 use ecr_vault_vault::{Vault, VaultOptions};
 
-fn only(ns: &str) -> Filters {
-    Filters::new(FilterSpec {
-        repositories: vec![format!("{ns}/**")],
-        ..Default::default()
-    })
-    .unwrap()
-}
-
 fn vault_opts() -> VaultOptions {
-    VaultOptions {
-        lock: lock(2),
-        part_size: 5 * 1024 * 1024,
-        parts_in_flight: 4,
-        blob_storage_class: None,
-    }
+    small_parts(lock(2))
 }
 
 fn request(ns: &str) -> RestoreRequest {
     RestoreRequest {
         snapshot: SnapshotSel::Latest,
-        filters: only(ns),
+        filters: only_ns(ns),
         digests: vec![],
         mapping: Mapping::default(),
         dry_run: false,
@@ -167,7 +154,7 @@ async fn back_up(stack: &Stack, source: &Source, ns: &str) -> Vault {
         source,
         &vault,
         &BackupOptions {
-            filters: only(ns),
+            filters: only_ns(ns),
             ..Default::default()
         },
         Arc::new(NoProgress),
@@ -599,7 +586,7 @@ async fn a_signature_on_an_unchanged_image_is_captured_by_the_next_run_and_resto
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),

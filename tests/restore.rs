@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::{
-    BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, Source,
-    backup, restore, verify,
+    BackupOptions, Mapping, NoProgress, RestoreRequest, SnapshotSel, Source, backup, restore,
+    verify,
 };
 use ecr_vault_registry::RegistryClient;
 use ecr_vault_testkit::fixtures::{
@@ -15,30 +15,17 @@ use ecr_vault_testkit::fixtures::{
     multi_arch_oci,
 };
 use ecr_vault_testkit::{Registry, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::{lock, new_vault, registry_client, registry_source};
+use ecr_vault_tests::{lock, new_vault, only_ns, registry_client, registry_source, small_parts};
 use ecr_vault_vault::VaultOptions;
 
-fn only(ns: &str) -> Filters {
-    Filters::new(FilterSpec {
-        repositories: vec![format!("{ns}/**")],
-        ..Default::default()
-    })
-    .unwrap()
-}
-
 fn vault_opts() -> VaultOptions {
-    VaultOptions {
-        lock: lock(2),
-        part_size: 5 * 1024 * 1024,
-        parts_in_flight: 4,
-        blob_storage_class: None,
-    }
+    small_parts(lock(2))
 }
 
 fn request(ns: &str) -> RestoreRequest {
     RestoreRequest {
         snapshot: SnapshotSel::Latest,
-        filters: only(ns),
+        filters: only_ns(ns),
         digests: vec![],
         mapping: Mapping::default(),
         dry_run: false,
@@ -97,7 +84,7 @@ async fn wiped_registry_restores_byte_exact_into_a_fresh_registry_and_twice_move
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),
@@ -151,7 +138,7 @@ async fn dry_run_plans_without_changing_the_target() {
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),
@@ -190,7 +177,7 @@ async fn as_of_restores_the_image_a_tag_pointed_at_then_and_rename_moves_it() {
     let vault = new_vault(&stack.s3, "", vault_opts()).await.unwrap();
     let source = registry_source(&stack.registry).unwrap();
     let o = BackupOptions {
-        filters: only(&ns),
+        filters: only_ns(&ns),
         ..Default::default()
     };
     let first = backup(&source, &vault, &o, Arc::new(NoProgress))
@@ -257,7 +244,7 @@ async fn corrupted_vault_blob_is_named_by_deep_verify_and_refused_by_restore() {
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),
@@ -367,7 +354,7 @@ async fn restore_through_ecr_creates_repositories_with_their_settings() {
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),
@@ -443,7 +430,7 @@ async fn break_glass_download_restores_with_stock_skopeo() {
         &source,
         &vault,
         &BackupOptions {
-            filters: only(&ns),
+            filters: only_ns(&ns),
             ..Default::default()
         },
         Arc::new(NoProgress),

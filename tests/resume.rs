@@ -8,12 +8,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, Source, backup};
+use ecr_vault_engine::{BackupOptions, NoProgress, Source, backup};
 use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
 use ecr_vault_testkit::fixtures::ImageBuilder;
 use ecr_vault_testkit::s3::s3_client;
 use ecr_vault_testkit::{Fault, FaultProxy, Rule, Stack, unique_name};
-use ecr_vault_tests::{check_vault, lock, new_vault, registry_source};
+use ecr_vault_tests::{check_vault, lock, new_vault, only, registry_source};
 use ecr_vault_vault::{StagingRecord, Vault, VaultLocation, VaultOptions};
 use sha2::{Digest as _, Sha256};
 
@@ -21,11 +21,7 @@ const MIB: u64 = 1024 * 1024;
 
 fn opts(repo: &str) -> BackupOptions {
     BackupOptions {
-        filters: Filters::new(FilterSpec {
-            repositories: vec![repo.to_owned()],
-            ..Default::default()
-        })
-        .unwrap(),
+        filters: only(repo),
         referrers: false,
         ..BackupOptions::default()
     }

@@ -22,7 +22,7 @@ use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCrede
 use ecr_vault_testkit::fixtures::{self, Blob, Generated, ImageBuilder};
 use ecr_vault_testkit::s3::s3_client;
 use ecr_vault_testkit::{Fault, FaultProxy, Registry, Rule, S3, unique_name};
-use ecr_vault_tests::{lock, registry_client};
+use ecr_vault_tests::{lock, only_ns, registry_client};
 use ecr_vault_vault::{Vault, VaultLocation, VaultOptions};
 use futures::StreamExt as _;
 use sha2::{Digest as _, Sha256};
@@ -78,11 +78,7 @@ async fn push_all(reg: &Registry, items: &[(String, String, Generated)]) {
 
 fn opts(ns: &str) -> BackupOptions {
     BackupOptions {
-        filters: Filters::new(FilterSpec {
-            repositories: vec![format!("{ns}/**")],
-            ..Default::default()
-        })
-        .unwrap(),
+        filters: only_ns(ns),
         image_concurrency: 16,
         blob_concurrency: 16,
         trigger: "scheduled".into(),

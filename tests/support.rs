@@ -74,6 +74,11 @@ pub fn only(glob: &str) -> ecr_vault_engine::Filters {
     }
 }
 
+/// Filters that select every repository under the namespace `ns`.
+pub fn only_ns(ns: &str) -> ecr_vault_engine::Filters {
+    only(&format!("{ns}/**"))
+}
+
 /// Vault options for tests: `lock`, 5 MiB parts, 4 in flight.
 pub fn small_parts(lock: LockPolicy) -> VaultOptions {
     VaultOptions {
