@@ -4,8 +4,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ecr_vault_engine::{FilterSpec, Filters, RegistryConfig};
 
-use crate::commands;
 use crate::output::Invalid;
+use crate::{commands, credentials};
 
 #[derive(Parser)]
 #[command(
@@ -67,26 +67,50 @@ pub struct RegistryArgs {
     /// For `--registry ecr`: the account (registry id), when not the caller's.
     #[arg(long, env = "ECR_VAULT_REGISTRY_ID")]
     pub registry_id: Option<String>,
-    /// Username for a plain OCI registry.
+    /// Username for a plain OCI registry; needs a password (--password-stdin, or the
+    /// environment). Without any credential flag, the auth file's entry is used.
     #[arg(long, env = "ECR_VAULT_REGISTRY_USERNAME")]
     pub username: Option<String>,
-    /// Password for a plain OCI registry (prefer the environment variable).
+    /// Password for a plain OCI registry. Prefer --password-stdin: a flag lands in shell
+    /// history and `ps`.
     #[arg(long, env = "ECR_VAULT_REGISTRY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Read the password from stdin (as `docker login --password-stdin`).
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// USERNAME:PASSWORD in one flag, as skopeo's --creds.
+    #[arg(long, value_name = "USERNAME:PASSWORD")]
+    pub creds: Option<String>,
+    /// Auth file to read credentials from (docker config.json format). Default: the first of
+    /// $REGISTRY_AUTH_FILE, $DOCKER_CONFIG/config.json, ~/.docker/config.json with an entry
+    /// for the registry; `credHelpers` and `credsStore` helpers are called.
+    #[arg(long, value_name = "PATH")]
+    pub authfile: Option<std::path::PathBuf>,
 }
 
 impl RegistryArgs {
-    pub fn config(&self) -> RegistryConfig {
-        let mut cfg = RegistryConfig::parse(
-            &self.registry,
-            self.registry_url.clone(),
-            self.username.clone(),
-            self.password.clone(),
-        );
-        if let RegistryConfig::Ecr { registry_id, .. } = &mut cfg {
-            registry_id.clone_from(&self.registry_id);
+    /// The registry to connect to; for a plain OCI registry, with its credentials resolved
+    /// (flags, then auth files, then anonymous).
+    pub fn config(&self) -> Result<RegistryConfig, Invalid> {
+        if self.registry.eq_ignore_ascii_case("ecr") {
+            return Ok(RegistryConfig::Ecr {
+                registry_url: self.registry_url.clone(),
+                registry_id: self.registry_id.clone(),
+            });
         }
-        cfg
+        let given = credentials::Given {
+            creds: self.creds.as_deref(),
+            username: self.username.as_deref(),
+            password: self.password.as_deref(),
+            password_stdin: self.password_stdin,
+            authfile: self.authfile.as_deref(),
+        };
+        let creds = credentials::resolve(&given, &self.registry)?;
+        Ok(RegistryConfig::Oci {
+            url: self.registry.clone(),
+            username: creds.as_ref().map(|c| c.0.clone()),
+            password: creds.map(|c| c.1),
+        })
     }
 }
 

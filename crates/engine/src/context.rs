@@ -57,29 +57,6 @@ pub enum RegistryConfig {
     },
 }
 
-impl RegistryConfig {
-    /// `ecr` or a registry URL, as the CLI and restore requests spell it.
-    pub fn parse(
-        spec: &str,
-        registry_url: Option<String>,
-        username: Option<String>,
-        password: Option<String>,
-    ) -> Self {
-        if spec.eq_ignore_ascii_case("ecr") {
-            RegistryConfig::Ecr {
-                registry_url,
-                registry_id: None,
-            }
-        } else {
-            RegistryConfig::Oci {
-                url: spec.to_owned(),
-                username,
-                password,
-            }
-        }
-    }
-}
-
 /// Loads the standard AWS configuration (env, profiles, `AWS_ENDPOINT_URL_*`).
 /// Adaptive retry for every SDK client (S3, ECR, SQS): throttling (`SlowDown`,
 /// `ThrottlingException`) slows the client's send rate instead of failing the call, and

@@ -72,7 +72,7 @@ pub async fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
         referrers: !a.no_referrers,
         ..BackupOptions::default()
     };
-    let source = open_source(&sdk, &a.registry.config())
+    let source = open_source(&sdk, &a.registry.config()?)
         .await
         .context("connecting to the source registry")?;
     let bar = progress::for_output(a.output);

@@ -56,7 +56,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         fetch_sizes: a.sizes,
         lease: None,
     };
-    let source = open_source(&sdk, &a.registry.config())
+    let source = open_source(&sdk, &a.registry.config()?)
         .await
         .context("connecting to the source registry")?;
     let p = ecr_vault_engine::plan(&source, &vault, &opts).await?;

@@ -68,7 +68,7 @@ pub async fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     let sdk = aws_config().await;
     let vault = open_vault_at(&sdk, &a.vault.vault)?;
-    let target = open_source(&sdk, &a.registry.config())
+    let target = open_source(&sdk, &a.registry.config()?)
         .await
         .context("connecting to the target registry")?;
     let bar = progress::for_output(a.output);
