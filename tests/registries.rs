@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecr_vault_engine::{
-    BackupOptions, Mapping, NoProgress, RestoreReport, RestoreRequest, SnapshotSel, Source, backup,
-    restore,
+    BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreReport, RestoreRequest,
+    SnapshotSel, Source, backup, restore,
 };
 use ecr_vault_registry::{
     ClientOptions, Credentials, Digest, RegistryClient, RepoName, StaticCredentials,
@@ -230,6 +230,56 @@ async fn token_auth_registries_round_trip_byte_exact_with_cross_repository_mount
 
     let again = restore_into(&vault, &target, &ns).await;
     assert_moved_nothing(&again);
+}
+
+/// Docker Hub, GHCR and Quay do not serve `/v2/_catalog`: the token server here never grants
+/// its scope. A glob cannot be expanded there, and the run says how to name repositories;
+/// named repositories are backed up without the catalog and restore byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_without_a_catalog_is_backed_up_by_naming_its_repositories() {
+    let stack = Stack::shared().await.unwrap();
+    let ns = unique_name("nocat");
+    let src = token_registry(Duration::from_secs(60), None).await;
+    src.token_server().unwrap().deny_catalog();
+    let pushed = push_sharing(&src, &ns).await;
+    let source = Source::Registry {
+        registry: registry_client(&src).unwrap(),
+    };
+    let vault = new_vault(&stack.s3, "", vault_opts()).await.unwrap();
+    let run = |filters: Filters| {
+        let (source, vault) = (&source, &vault);
+        async move {
+            let opts = BackupOptions {
+                filters,
+                ..Default::default()
+            };
+            backup(source, vault, &opts, Arc::new(NoProgress))
+                .await
+                .unwrap()
+        }
+    };
+
+    let globbed = run(only_ns(&ns)).await;
+    assert_eq!(globbed.counts.images_copied, 0);
+    let why = &globbed
+        .failures
+        .first()
+        .expect("a glob without a catalog passed")
+        .error;
+    assert!(why.contains("--repository NAME"), "{why}");
+
+    let names = pushed.iter().map(|p| p.repo.clone()).collect();
+    let named = Filters::new(FilterSpec {
+        repositories: names,
+        ..Default::default()
+    })
+    .unwrap();
+    let b = run(named).await;
+    assert!(b.failures.is_empty(), "{:#?}", b.failures);
+    assert_eq!(b.counts.images_copied, pushed.len() as u64);
+    let dst = Registry::start().await.unwrap();
+    restore_into(&vault, &registry_client(&dst).unwrap(), &ns).await;
+    assert_byte_exact(&dst, &pushed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

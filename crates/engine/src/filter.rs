@@ -69,6 +69,20 @@ impl Filters {
         })
     }
 
+    /// The repositories when every include pattern is a plain name (no glob), so a registry
+    /// without `/v2/_catalog` (Docker Hub, GHCR, Quay…) can still be listed; else None.
+    pub fn named_repositories(&self) -> Option<Vec<String>> {
+        let names: Vec<String> = self
+            .spec
+            .repositories
+            .iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let plain = |n: &String| !n.contains(['*', '?', '[', ']', '{', '}', '\\', '!']);
+        (!names.is_empty() && names.iter().all(plain)).then_some(names)
+    }
+
     pub fn all() -> Self {
         // An empty spec always compiles.
         match Filters::new(FilterSpec::default()) {
@@ -113,6 +127,14 @@ mod tests {
             exclude_tags: v(ex_tags),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn only_plain_names_list_without_a_catalog() {
+        let names = f(&["team/api", " web "], &[], &[], &[]).named_repositories();
+        assert_eq!(names, Some(vec!["team/api".to_owned(), "web".to_owned()]));
+        assert_eq!(f(&["team/api", "team/*"], &[], &[], &[]).named_repositories(), None);
+        assert_eq!(f(&[], &[], &[], &[]).named_repositories(), None);
     }
 
     #[test]

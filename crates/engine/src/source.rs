@@ -230,12 +230,26 @@ async fn list_registry(
     concurrency: usize,
 ) -> Listing {
     let mut out = Listing::default();
-    let names = match registry.catalog().await {
-        Ok(n) => n,
-        Err(e) => {
-            out.failures.push(failure("*", "_catalog", e));
-            return out;
-        }
+    // Named repositories need no catalog; globs do.
+    let named = filters.named_repositories();
+    let names = match &named {
+        Some(n) => n.clone(),
+        None => match registry.catalog().await {
+            Ok(n) => n,
+            Err(e) if e.is_retryable() => {
+                out.failures.push(failure("*", "_catalog", e));
+                return out;
+            }
+            Err(e) => {
+                let why = format!(
+                    "{e}; this registry does not list its repositories (/v2/_catalog), as most \
+                     hosted registries do not: name each repository (--repository NAME, no \
+                     glob) to back it up"
+                );
+                out.failures.push(failure("*", "_catalog", why));
+                return out;
+            }
+        },
     };
     let mut repos = Vec::new();
     for n in names.into_iter().filter(|n| filters.repository(n)) {
@@ -248,6 +262,12 @@ async fn list_registry(
     for repo in repos {
         let raw_tags = match registry.list_tags(&repo).await {
             Ok(t) => t,
+            // Named by the user: a missing repository is an error, not an empty one.
+            Err(e) if e.is_not_found() && named.is_some() => {
+                let why = format!("repository not found in the registry: {e}");
+                out.failures.push(failure(repo.as_str(), "tags", why));
+                continue;
+            }
             Err(e) if e.is_not_found() => continue, // deleted since the catalog was read
             Err(e) => {
                 out.failures.push(failure(repo.as_str(), "tags", e));

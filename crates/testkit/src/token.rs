@@ -75,6 +75,8 @@ struct State {
     refresh_tokens: HashMap<String, String>,
     lifetime: Duration,
     denied: Vec<(String, String)>,
+    /// Never grant `registry:catalog:*`, as Docker Hub, GHCR and Quay do not.
+    no_catalog: bool,
     issued: Vec<Issued>,
 }
 
@@ -133,6 +135,7 @@ impl TokenServer {
                 refresh_tokens: HashMap::new(),
                 lifetime: whole_seconds(lifetime),
                 denied: Vec::new(),
+                no_catalog: false,
                 issued: Vec::new(),
             }),
         });
@@ -178,6 +181,12 @@ impl TokenServer {
             .state()
             .denied
             .push((repo.to_string(), action.to_string()));
+    }
+
+    /// Never grants the catalog scope from now on: `/v2/_catalog` answers 401 to every
+    /// client, as on hosted registries that do not list their repositories.
+    pub fn deny_catalog(&self) {
+        self.inner.state().no_catalog = true;
     }
 
     /// Every token issued so far.
@@ -542,10 +551,11 @@ fn issue(
                     let actions = actions
                         .into_iter()
                         .filter(|a| {
-                            !(t == "repository"
+                            let repo_denied = t == "repository"
                                 && st.denied.iter().any(|(repo, act)| {
                                     act == a && (n == *repo || n.starts_with(&format!("{repo}/")))
-                                }))
+                                });
+                            !(repo_denied || (t == "registry" && n == "catalog" && st.no_catalog))
                         })
                         .collect();
                     (t, n, actions)
