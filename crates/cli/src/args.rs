@@ -54,6 +54,10 @@ pub enum Command {
     /// Expire snapshots by policy and delete what no live snapshot references and no lock
     /// holds. A dry run unless --apply.
     Gc(commands::gc::GcArgs),
+    /// Print a shell completion script: `ecr-vault completions bash > /etc/bash_completion.d/ecr-vault`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `ecr-vault man > /usr/local/share/man/man1/ecr-vault.1`.
+    Man,
 }
 
 #[derive(Args, Clone)]

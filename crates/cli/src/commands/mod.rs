@@ -21,5 +21,15 @@ pub async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Show(a) => show::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Gc(a) => gc::run(a).await,
+        Command::Completions { shell } => {
+            let mut cmd = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ecr-vault", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <crate::args::Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
