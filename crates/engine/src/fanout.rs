@@ -31,8 +31,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{
-    Counts, Failure, ImageRecord, LockPolicy, RunInfo, Snapshot, SnapshotId, Vault, VaultError,
-    WriteOutcome,
+    Counts, Failure, ImageRecord, LockPolicy, RunInfo, RunMarker, Snapshot, SnapshotId, Vault,
+    VaultError, WriteOutcome,
 };
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -258,34 +258,17 @@ struct WorkItemBody<'a> {
 }
 
 fn manifest_key(vault: &Vault, run: &SnapshotId) -> String {
-    vault
-        .location()
-        .key(&format!("staging/runs/{}.json", run.as_str()))
+    vault.location().run_manifest_key(run)
 }
 
-fn runs_prefix(vault: &Vault) -> String {
-    vault.location().key("staging/runs/")
-}
-
-fn run_prefix(vault: &Vault, run: &SnapshotId) -> String {
-    vault
-        .location()
-        .key(&format!("staging/runs/{}/", run.as_str()))
-}
-
-fn marker_key(vault: &Vault, run: &SnapshotId, kind: &str, repo: &RepoName, d: &Digest) -> String {
-    // Repository names are validated OCI names (no empty, `.` or `..` segments): safe in keys.
-    format!("{}{kind}/{repo}/{}.json", run_prefix(vault, run), d.hex())
-}
-
-/// Parses `<kind>/<repository>/<hex>.json` under a run's prefix.
-fn parse_marker(rel: &str) -> Option<(&str, (RepoName, Digest))> {
-    let (kind, rest) = rel.split_once('/')?;
-    let (repo, file) = rest.rsplit_once('/')?;
-    let hex = file.strip_suffix(".json")?;
-    let repo = RepoName::parse(repo).ok()?;
-    let digest = Digest::parse(&format!("sha256:{hex}")).ok()?;
-    Some((kind, (repo, digest)))
+fn marker_key(
+    vault: &Vault,
+    run: &SnapshotId,
+    kind: RunMarker,
+    repo: &RepoName,
+    d: &Digest,
+) -> String {
+    vault.location().run_marker_key(run, kind, repo, d)
 }
 
 /// Writes a small JSON staging document once, locked like everything else. An existing one is
@@ -673,7 +656,7 @@ async fn work_leased(
                 c.blobs_existing += marker.blobs_existing;
                 c.bytes_written += marker.bytes_written;
                 c.lock_extensions += marker.lock_extensions;
-                let key = marker_key(vault, run, "done", repo, digest);
+                let key = marker_key(vault, run, RunMarker::Done, repo, digest);
                 match put_once_json(vault, &key, &marker, now).await {
                     Ok(_) => {
                         marked = true;
@@ -702,7 +685,7 @@ async fn work_leased(
                         digest: digest.clone(),
                         error,
                     };
-                    let key = marker_key(vault, run, "failed", repo, digest);
+                    let key = marker_key(vault, run, RunMarker::Failed, repo, digest);
                     if put_once_json(vault, &key, &m, now).await.is_ok() {
                         marked = true;
                         report.failed_final.push(name);
@@ -717,7 +700,7 @@ async fn work_leased(
             digest: u.digest.clone(),
             error: u.reason,
         };
-        let key = marker_key(vault, run, "failed", &u.repository, &u.digest);
+        let key = marker_key(vault, run, RunMarker::Failed, &u.repository, &u.digest);
         put_once_json(vault, &key, &m, now).await?;
         marked = true;
         report
@@ -744,18 +727,18 @@ struct RunStatus {
 
 /// One LIST of the run's staging prefix.
 async fn status(vault: &Vault, manifest: &RunManifest) -> Result<RunStatus, EngineError> {
-    let prefix = run_prefix(vault, &manifest.run);
+    let prefix = vault.location().run_prefix(&manifest.run);
     let mut s = RunStatus::default();
     for (key, _) in vault.list_keys(&prefix).await? {
         let Some(rel) = key.strip_prefix(&prefix) else {
             continue;
         };
-        match parse_marker(rel) {
-            Some(("done", k)) => {
-                s.done.insert(k);
+        match RunMarker::parse(rel) {
+            Some((RunMarker::Done, r, d)) => {
+                s.done.insert((r, d));
             }
-            Some(("failed", k)) => {
-                s.failed.insert(k);
+            Some((RunMarker::Failed, r, d)) => {
+                s.failed.insert((r, d));
             }
             _ => tracing::warn!(key, "unexpected key in a run's staging area; ignored"),
         }
@@ -788,14 +771,14 @@ async fn finalise(
         .done
         .iter()
         .filter(|k| expected.contains(*k))
-        .map(|(r, d)| marker_key(vault, run, "done", r, d))
+        .map(|(r, d)| marker_key(vault, run, RunMarker::Done, r, d))
         .collect();
     let failed_keys: Vec<String> = manifest
         .expected
         .iter()
         .map(ExpectedImage::key)
         .filter(|k| !status.done.contains(k) && status.failed.contains(k))
-        .map(|(r, d)| marker_key(vault, run, "failed", &r, &d))
+        .map(|(r, d)| marker_key(vault, run, RunMarker::Failed, &r, &d))
         .collect();
     let done: Vec<Result<Option<DoneMarker>, EngineError>> = futures::stream::iter(done_keys)
         .map(|k| async move { get_json::<DoneMarker>(vault, &k).await })
@@ -960,7 +943,7 @@ pub async fn finalise_pending(
     fan: &FanoutOptions,
     now: DateTime<Utc>,
 ) -> Result<PendingReport, EngineError> {
-    let prefix = runs_prefix(vault);
+    let prefix = vault.location().runs_prefix();
     let since = now - chrono::Duration::from_std(fan.lookback).unwrap_or(chrono::Duration::MAX);
     // Run ids sort by time, so manifests older than the lookback are skipped by the listing.
     let start_after = format!("{prefix}{}", SnapshotId::new(since).as_str());
@@ -997,39 +980,13 @@ async fn list_manifests(
     prefix: &str,
     start_after: &str,
 ) -> Result<Vec<SnapshotId>, EngineError> {
-    let bucket = &vault.location().bucket;
-    let mut pages = vault
-        .client()
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .delimiter("/")
-        .start_after(start_after)
-        .into_paginator()
-        .send();
-    let mut out = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = page.map_err(|e| VaultError::S3 {
-            op: "ListObjectsV2",
-            bucket: bucket.clone(),
-            key: prefix.to_owned(),
-            status: e.raw_response().map(|r| r.status().as_u16()),
-            code: None,
-            message: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-        })?;
-        for o in page.contents() {
-            let Some(name) = o
-                .key()
-                .and_then(|k| k.strip_prefix(prefix))
-                .and_then(|k| k.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            if let Ok(id) = SnapshotId::parse(name) {
-                out.push(id);
-            }
-        }
-    }
+    let mut out: Vec<SnapshotId> = vault
+        .list_objects(prefix, Some(start_after), true)
+        .await?
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(prefix)?.strip_suffix(".json"))
+        .filter_map(|name| SnapshotId::parse(name).ok())
+        .collect();
     out.sort();
     Ok(out)
 }
@@ -1037,20 +994,6 @@ async fn list_manifests(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn marker_keys_round_trip_and_stay_under_the_run() {
-        let d = Digest::of(b"x");
-        let repo = RepoName::parse("team/app/api").unwrap();
-        let rel = format!("done/{repo}/{}.json", d.hex());
-        assert_eq!(
-            parse_marker(&rel),
-            Some(("done", (repo.clone(), d.clone())))
-        );
-        assert_eq!(parse_marker("done/team/app/api/zz.json"), None);
-        assert_eq!(parse_marker("done/../x/abc.json"), None);
-        assert_eq!(parse_marker("done"), None);
-    }
 
     #[test]
     fn fans_out_only_above_the_threshold() {
