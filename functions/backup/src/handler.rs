@@ -209,12 +209,7 @@ impl App {
         };
         let plan = plan(source, &self.vault, &plan_opts).await?;
         let (policy, now) = (self.vault.options().lock, chrono::Utc::now());
-        let work = plan.new.len()
-            + plan
-                .unchanged
-                .iter()
-                .filter(|u| u.lock_until.is_none() || policy.needs_extension(u.lock_until, now))
-                .count();
+        let work = plan.work_count(policy, now);
         let mut out = if fan.should_fan_out(work) {
             let input = FanoutInput::from_plan(plan, policy, now);
             let report = fanout::fan_out(source, &self.vault, sqs, input, &opts, &fan).await?;
