@@ -269,6 +269,29 @@ struct Version {
     class: StorageClass,
 }
 
+impl Version {
+    /// Reads this version's lock now: the deletion GC may make, or the lock that holds it.
+    async fn judge(
+        &self,
+        vault: &Vault,
+        kind: &'static str,
+        now: DateTime<Utc>,
+        bypass: bool,
+    ) -> Result<Result<Deletion, VersionLock>, EngineError> {
+        let lock = vault
+            .version_retention(&self.key, Some(&self.version_id))
+            .await?;
+        Ok(deletable(lock, now, bypass).map(|bypass_until| Deletion {
+            key: self.key.clone(),
+            version_id: self.version_id.clone(),
+            size: self.size,
+            kind,
+            storage_class: self.class,
+            bypass_until,
+        }))
+    }
+}
+
 /// Every version (not delete markers) under `prefix`.
 async fn list_versions(vault: &Vault, prefix: &str) -> Result<Vec<Version>, EngineError> {
     let listed = vault.list_versions(prefix).await?;
@@ -288,16 +311,13 @@ async fn list_versions(vault: &Vault, prefix: &str) -> Result<Vec<Version>, Engi
         .collect())
 }
 
-/// A version's lock: its mode (if S3 reported one) and retain-until.
-type Lock = VersionLock;
-
 /// What GC may do with a version given its lock: `Ok(None)` delete plainly, `Ok(Some(t))`
 /// delete with governance bypass (locked until `t`), `Err` keep it (locked).
 fn deletable(
-    lock: Option<Lock>,
+    lock: Option<VersionLock>,
     now: DateTime<Utc>,
     bypass_governance: bool,
-) -> Result<Option<DateTime<Utc>>, Lock> {
+) -> Result<Option<DateTime<Utc>>, VersionLock> {
     match lock {
         None => Ok(None),
         Some((_, until)) if until <= now => Ok(None),
@@ -392,16 +412,8 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
         let mut dels = Vec::new();
         let mut locked_until = None;
         for v in snapshot_versions.iter().filter(|v| v.key == key) {
-            let lock = vault.version_retention(&v.key, Some(&v.version_id)).await?;
-            match deletable(lock, now, bypass) {
-                Ok(bypass_until) => dels.push(Deletion {
-                    key: v.key.clone(),
-                    version_id: v.version_id.clone(),
-                    size: v.size,
-                    kind: "snapshot",
-                    storage_class: v.class,
-                    bypass_until,
-                }),
+            match v.judge(vault, "snapshot", now, bypass).await? {
+                Ok(d) => dels.push(d),
                 Err((_, until)) => {
                     locked_until = Some(locked_until.map_or(until, |u: DateTime<Utc>| u.max(until)))
                 }
@@ -448,16 +460,8 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
             referenced_objects += 1;
             continue;
         }
-        let lock = vault.version_retention(&v.key, Some(&v.version_id)).await?;
-        match deletable(lock, now, bypass) {
-            Ok(bypass_until) => delete.push(Deletion {
-                key: v.key.clone(),
-                version_id: v.version_id.clone(),
-                size: v.size,
-                kind: "blob",
-                storage_class: v.class,
-                bypass_until,
-            }),
+        match v.judge(vault, "blob", now, bypass).await? {
+            Ok(d) => delete.push(d),
             Err((mode, retain_until)) => held.push(Held {
                 key: v.key.clone(),
                 version_id: v.version_id.clone(),
