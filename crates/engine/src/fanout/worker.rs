@@ -72,21 +72,20 @@ pub async fn work(
     let mut opts = opts.clone();
     let work_until = lease.work_until();
     opts.deadline = Some(opts.deadline.map_or(work_until, |d| d.min(work_until)));
-    let report = work_leased(source, vault, manifest, images, unavailable, &opts).await;
+    let captured = capture_batch(source, vault, images, &opts).await;
+    let report = mark(vault, manifest, captured, unavailable).await;
     lease.release().await;
     report
 }
 
-async fn work_leased(
+/// Captures each image with bounded concurrency: its done marker, or why it failed.
+async fn capture_batch(
     source: &Source,
     vault: &Vault,
-    manifest: &RunManifest,
     images: Vec<WorkImage>,
-    unavailable: Vec<Unavailable>,
     opts: &BackupOptions,
-) -> Result<WorkReport, EngineError> {
-    let run = &manifest.run;
-    let results: Vec<(WorkImage, Result<DoneMarker, String>)> = futures::stream::iter(images)
+) -> Vec<(WorkImage, Result<DoneMarker, String>)> {
+    futures::stream::iter(images)
         .map(|w| async move {
             if let Some(d) = opts.deadline
                 && d.saturating_duration_since(Instant::now()) < opts.deadline_margin
@@ -132,8 +131,18 @@ async fn work_leased(
         })
         .buffer_unordered(opts.image_concurrency.max(1))
         .collect()
-        .await;
+        .await
+}
 
+/// Leaves a marker per image (failed ones only on their last delivery, or when unavailable),
+/// then finalises the run if a marker was written and none is missing.
+async fn mark(
+    vault: &Vault,
+    manifest: &RunManifest,
+    results: Vec<(WorkImage, Result<DoneMarker, String>)>,
+    unavailable: Vec<Unavailable>,
+) -> Result<WorkReport, EngineError> {
+    let run = &manifest.run;
     let now = Utc::now();
     let mut report = WorkReport::default();
     let mut marked = false;
