@@ -253,7 +253,7 @@ async fn run_plan(
     // listing already). ECR lists referrers as images of their own.
     let rediscover = opts.referrers && matches!(source, Source::Registry { .. });
     for u in plan.unchanged {
-        if carry_on_record && u.lock_until.is_some() && !policy.needs_extension(u.lock_until, now) {
+        if u.carried_on_record(policy, now, carry_on_record) {
             if rediscover {
                 work.push(Work::Carry(u));
                 continue;
@@ -340,44 +340,10 @@ async fn run_plan(
     counts.bytes_written = s.bytes_written.load(Ordering::Relaxed);
     counts.lock_extensions = s.lock_extensions.load(Ordering::Relaxed);
     warnings.extend(copier.take_warnings().await);
-    records.sort_by(|a, b| {
-        (
-            a.repository.as_str(),
-            a.tag.as_ref().map(|t| t.as_str()),
-            &a.digest,
-        )
-            .cmp(&(
-                b.repository.as_str(),
-                b.tag.as_ref().map(|t| t.as_str()),
-                &b.digest,
-            ))
-    });
-    records.dedup();
+    sort_records(&mut records);
     let copied_at = Instant::now();
 
-    let repositories = if plan.repositories.is_empty() {
-        None
-    } else {
-        match serde_json::to_vec(&plan.repositories) {
-            Ok(b) => match copier
-                .put_json_blob(
-                    Bytes::from(b),
-                    "application/vnd.ecr-vault.repositories.v1+json",
-                )
-                .await
-            {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    warnings.push(format!("repository settings not stored: {e}"));
-                    None
-                }
-            },
-            Err(e) => {
-                warnings.push(format!("repository settings not serialized: {e}"));
-                None
-            }
-        }
-    };
+    let repositories = store_repository_settings(copier, &plan.repositories, &mut warnings).await;
 
     let complete = failures.is_empty() && deferred.is_empty();
     let lock = vault.options().lock;
@@ -530,6 +496,48 @@ pub(crate) async fn capture(
 
 /// The snapshot records of an unchanged image: its recorded manifest under today's tags, and
 /// its recorded referrers as they were.
+/// Stores the listing's repository settings as one locked blob, named by the snapshot, so a
+/// restore can recreate repositories as they were. `None` when there are none, or when they
+/// could not be stored: a warning then, never a failed run.
+pub(crate) async fn store_repository_settings(
+    copier: &Copier,
+    repos: &[ecr_vault_ecr::RepositorySettings],
+    warnings: &mut Vec<String>,
+) -> Option<Digest> {
+    if repos.is_empty() {
+        return None;
+    }
+    let stored = match serde_json::to_vec(repos) {
+        Ok(b) => copier
+            .put_json_blob(Bytes::from(b), REPOSITORIES_MEDIA_TYPE)
+            .await
+            .map_err(|e| format!("repository settings not stored: {e}")),
+        Err(e) => Err(format!("repository settings not serialized: {e}")),
+    };
+    stored.map_err(|w| warnings.push(w)).ok()
+}
+
+/// The media type of the repository settings blob.
+const REPOSITORIES_MEDIA_TYPE: &str = "application/vnd.ecr-vault.repositories.v1+json";
+
+/// Snapshot order: by repository, tag, digest, without duplicates, so the same records always
+/// make the same snapshot bytes.
+pub(crate) fn sort_records(records: &mut Vec<ImageRecord>) {
+    records.sort_by(|a, b| {
+        (
+            a.repository.as_str(),
+            a.tag.as_ref().map(|t| t.as_str()),
+            &a.digest,
+        )
+            .cmp(&(
+                b.repository.as_str(),
+                b.tag.as_ref().map(|t| t.as_str()),
+                &b.digest,
+            ))
+    });
+    records.dedup();
+}
+
 pub(crate) fn carry(img: &SourceImage, recorded: &[ImageRecord]) -> Vec<ImageRecord> {
     let Some((own, referrers)) = recorded.split_first() else {
         return Vec::new();

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_s3::config::RequestChecksumCalculation;
-use aws_sdk_s3::types::StorageClass;
 use ecr_vault_ecr::Ecr;
 use ecr_vault_registry::{ClientOptions, Credentials, RegistryClient, StaticCredentials};
 use ecr_vault_vault::{LockPolicy, Vault, VaultLocation, VaultOptions};
@@ -68,20 +66,6 @@ pub async fn aws_config() -> SdkConfig {
         .await
 }
 
-/// The S3 client for the vault. Path-style addressing when an endpoint override is set
-/// (S3-compatible servers), and no SDK-computed checksums: every write carries one we
-/// computed, so a write that forgot it fails loudly under Object Lock instead of silently
-/// getting a trailer some servers refuse (docs/decisions/0002).
-pub fn s3_client(sdk: &SdkConfig) -> aws_sdk_s3::Client {
-    let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some();
-    let conf = aws_sdk_s3::config::Builder::from(sdk)
-        .force_path_style(custom_endpoint)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .build();
-    aws_sdk_s3::Client::from_conf(conf)
-}
-
 /// The vault URI for the functions' `ECR_VAULT_BUCKET` and `ECR_VAULT_PREFIX`, validated.
 pub fn vault_uri(bucket: &str, prefix: &str) -> Result<String, EngineError> {
     let prefix = prefix.trim_matches('/');
@@ -108,26 +92,10 @@ pub fn open_vault_at(sdk: &SdkConfig, uri: &str) -> Result<Vault, EngineError> {
 
 pub fn open_vault(sdk: &SdkConfig, cfg: &VaultConfig) -> Result<Vault, EngineError> {
     let loc = VaultLocation::parse(&cfg.uri)?;
-    let storage_class = match cfg.storage_class.as_deref() {
-        None | Some("") => None,
-        Some(s) => {
-            let sc = StorageClass::from(s.to_ascii_uppercase().as_str());
-            match sc {
-                StorageClass::Standard
-                | StorageClass::StandardIa
-                | StorageClass::IntelligentTiering
-                | StorageClass::GlacierIr => Some(sc),
-                _ => {
-                    return Err(EngineError::Config(format!(
-                        "storage class {s:?} is not one that restores without a thaw \
-                         (STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR)"
-                    )));
-                }
-            }
-        }
-    };
+    let storage_class = ecr_vault_vault::blob_storage_class(cfg.storage_class.as_deref())
+        .map_err(|e| EngineError::Config(e.to_string()))?;
     Ok(Vault::new(
-        s3_client(sdk),
+        ecr_vault_vault::s3_client(sdk),
         loc,
         VaultOptions {
             lock: cfg.lock,

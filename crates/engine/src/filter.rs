@@ -133,7 +133,10 @@ mod tests {
     fn only_plain_names_list_without_a_catalog() {
         let names = f(&["team/api", " web "], &[], &[], &[]).named_repositories();
         assert_eq!(names, Some(vec!["team/api".to_owned(), "web".to_owned()]));
-        assert_eq!(f(&["team/api", "team/*"], &[], &[], &[]).named_repositories(), None);
+        assert_eq!(
+            f(&["team/api", "team/*"], &[], &[], &[]).named_repositories(),
+            None
+        );
         assert_eq!(f(&[], &[], &[], &[]).named_repositories(), None);
     }
 

@@ -27,12 +27,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use aws_sdk_s3::error::ProvideErrorMetadata as _;
 use chrono::{DateTime, Datelike as _, Duration, Utc};
 use ecr_vault_registry::manifest::{MAX_MANIFEST_BYTES, kind_of};
 use ecr_vault_registry::{Descriptor, Digest, Manifest};
-use ecr_vault_vault::lock::from_s3_time;
-use ecr_vault_vault::{LockMode, ScopeGroup, Snapshot, SnapshotId, Vault};
+use ecr_vault_vault::{LockMode, ScopeGroup, Snapshot, SnapshotId, Vault, VersionLock};
 use serde::Serialize;
 
 use crate::cost::{self, CostEstimate, StorageClass, Usage};
@@ -273,104 +271,55 @@ struct Version {
     class: StorageClass,
 }
 
-fn s3_err<E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug>(
-    op: &str,
-    key: &str,
-    e: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> String {
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    format!(
-        "S3 {op} {key}: {} {}",
-        e.code()
-            .map(str::to_owned)
-            .or(status.map(|s| s.to_string()))
-            .unwrap_or_else(|| "error".into()),
-        e.message().unwrap_or_default()
-    )
+impl Version {
+    /// Reads this version's lock now: the deletion GC may make, or the lock that holds it.
+    async fn judge(
+        &self,
+        vault: &Vault,
+        kind: &'static str,
+        now: DateTime<Utc>,
+        bypass: bool,
+    ) -> Result<Result<Deletion, VersionLock>, EngineError> {
+        let lock = vault
+            .version_retention(&self.key, Some(&self.version_id))
+            .await?;
+        Ok(deletable(lock, now, bypass).map(|bypass_until| Deletion {
+            key: self.key.clone(),
+            version_id: self.version_id.clone(),
+            size: self.size,
+            kind,
+            storage_class: self.class,
+            bypass_until,
+        }))
+    }
 }
 
 /// Every version (not delete markers) under `prefix`.
 async fn list_versions(vault: &Vault, prefix: &str) -> Result<Vec<Version>, EngineError> {
-    let s3 = vault.client();
-    let bucket = &vault.location().bucket;
-    let mut out = Vec::new();
-    let (mut km, mut vm) = (None::<String>, None::<String>);
-    loop {
-        let page = s3
-            .list_object_versions()
-            .bucket(bucket)
-            .prefix(prefix)
-            .set_key_marker(km.take())
-            .set_version_id_marker(vm.take())
-            .send()
-            .await
-            .map_err(|e| EngineError::Config(s3_err("ListObjectVersions", prefix, &e)))?;
-        for v in page.versions() {
-            let (Some(key), Some(id)) = (v.key(), v.version_id()) else {
-                continue;
-            };
-            out.push(Version {
-                key: key.to_owned(),
-                version_id: id.to_owned(),
-                size: v.size().unwrap_or(0).max(0) as u64,
-                class: v
-                    .storage_class()
-                    .and_then(|c| StorageClass::parse(c.as_str()))
-                    .unwrap_or(StorageClass::Standard),
-            });
-        }
-        if page.is_truncated() != Some(true) {
-            break;
-        }
-        km = page.next_key_marker().map(str::to_owned);
-        vm = page.next_version_id_marker().map(str::to_owned);
-        if km.is_none() && vm.is_none() {
-            break;
-        }
-    }
-    Ok(out)
+    let listed = vault.list_versions(prefix).await?;
+    Ok(listed
+        .versions
+        .into_iter()
+        .map(|v| Version {
+            class: v
+                .storage_class
+                .as_deref()
+                .and_then(StorageClass::parse)
+                .unwrap_or(StorageClass::Standard),
+            key: v.key,
+            version_id: v.version_id,
+            size: v.size,
+        })
+        .collect())
 }
-
-/// The lock on one version: `None` when it has none.
-async fn version_lock(
-    vault: &Vault,
-    key: &str,
-    version_id: &str,
-) -> Result<Option<(Option<LockMode>, DateTime<Utc>)>, String> {
-    match vault
-        .client()
-        .get_object_retention()
-        .bucket(&vault.location().bucket)
-        .key(key)
-        .version_id(version_id)
-        .send()
-        .await
-    {
-        Ok(out) => Ok(out.retention().and_then(|r| {
-            let until = r.retain_until_date().and_then(from_s3_time)?;
-            Some((r.mode().and_then(|m| m.as_str().parse().ok()), until))
-        })),
-        Err(e) => {
-            let code = e.code().unwrap_or_default();
-            if code == "NoSuchObjectLockConfiguration" {
-                Ok(None)
-            } else {
-                Err(s3_err("GetObjectRetention", key, &e))
-            }
-        }
-    }
-}
-
-/// A version's lock: its mode (if S3 reported one) and retain-until.
-type Lock = (Option<LockMode>, DateTime<Utc>);
 
 /// What GC may do with a version given its lock: `Ok(None)` delete plainly, `Ok(Some(t))`
 /// delete with governance bypass (locked until `t`), `Err` keep it (locked).
 fn deletable(
-    lock: Option<Lock>,
+    lock: Option<VersionLock>,
     now: DateTime<Utc>,
     bypass_governance: bool,
-) -> Result<Option<DateTime<Utc>>, Lock> {
+) -> Result<Option<DateTime<Utc>>, VersionLock> {
     match lock {
         None => Ok(None),
         Some((_, until)) if until <= now => Ok(None),
@@ -465,18 +414,8 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
         let mut dels = Vec::new();
         let mut locked_until = None;
         for v in snapshot_versions.iter().filter(|v| v.key == key) {
-            let lock = version_lock(vault, &v.key, &v.version_id)
-                .await
-                .map_err(EngineError::Config)?;
-            match deletable(lock, now, bypass) {
-                Ok(bypass_until) => dels.push(Deletion {
-                    key: v.key.clone(),
-                    version_id: v.version_id.clone(),
-                    size: v.size,
-                    kind: "snapshot",
-                    storage_class: v.class,
-                    bypass_until,
-                }),
+            match v.judge(vault, "snapshot", now, bypass).await? {
+                Ok(d) => dels.push(d),
                 Err((_, until)) => {
                     locked_until = Some(locked_until.map_or(until, |u: DateTime<Utc>| u.max(until)))
                 }
@@ -523,18 +462,8 @@ pub async fn plan(vault: &Vault, opts: &GcOptions) -> Result<GcPlan, EngineError
             referenced_objects += 1;
             continue;
         }
-        let lock = version_lock(vault, &v.key, &v.version_id)
-            .await
-            .map_err(EngineError::Config)?;
-        match deletable(lock, now, bypass) {
-            Ok(bypass_until) => delete.push(Deletion {
-                key: v.key.clone(),
-                version_id: v.version_id.clone(),
-                size: v.size,
-                kind: "blob",
-                storage_class: v.class,
-                bypass_until,
-            }),
+        match v.judge(vault, "blob", now, bypass).await? {
+            Ok(d) => delete.push(d),
             Err((mode, retain_until)) => held.push(Held {
                 key: v.key.clone(),
                 version_id: v.version_id.clone(),
@@ -654,9 +583,7 @@ async fn abandoned_uploads(
     opts: &GcOptions,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Abandoned>, u64), EngineError> {
-    let s3 = vault.client();
     let loc = vault.location();
-    let bucket = &loc.bucket;
     // An age too large to subtract means nothing is old enough.
     let Some(cutoff) = Duration::from_std(opts.abandoned_upload_age)
         .ok()
@@ -664,66 +591,30 @@ async fn abandoned_uploads(
     else {
         return Ok((Vec::new(), 0));
     };
-    let prefix = loc.key("");
-    let mut old = Vec::new();
-    let (mut km, mut um) = (None::<String>, None::<String>);
-    loop {
-        let page = s3
-            .list_multipart_uploads()
-            .bucket(bucket)
-            .prefix(&prefix)
-            .set_key_marker(km.take())
-            .set_upload_id_marker(um.take())
-            .send()
-            .await
-            .map_err(|e| EngineError::Config(s3_err("ListMultipartUploads", &prefix, &e)))?;
-        for u in page.uploads() {
-            let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
-                continue;
-            };
-            let initiated = u.initiated().and_then(from_s3_time);
-            if initiated.is_none_or(|t| t <= cutoff) {
-                old.push(Abandoned {
-                    key: key.to_owned(),
-                    upload_id: id.to_owned(),
-                    initiated,
-                });
-            }
-        }
-        if page.is_truncated() != Some(true) {
-            break;
-        }
-        km = page.next_key_marker().map(str::to_owned);
-        um = page.next_upload_id_marker().map(str::to_owned);
-        if km.is_none() && um.is_none() {
-            break;
-        }
-    }
+    let mut old: Vec<Abandoned> = vault
+        .list_uploads(&loc.key(""))
+        .await?
+        .into_iter()
+        .filter(|u| u.initiated.is_none_or(|t| t <= cutoff))
+        .map(|u| Abandoned {
+            key: u.key,
+            upload_id: u.upload_id,
+            initiated: u.initiated,
+        })
+        .collect();
     if old.is_empty() {
         return Ok((old, 0));
     }
     // Young staging records: the uploads they name are resumable, not abandoned.
-    let staging_prefix = loc.key("staging/");
     let mut young: Vec<bytes::Bytes> = Vec::new();
-    let mut pages = s3
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(&staging_prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        let page =
-            page.map_err(|e| EngineError::Config(s3_err("ListObjectsV2", &staging_prefix, &e)))?;
-        for o in page.contents() {
-            let recent = o
-                .last_modified()
-                .and_then(from_s3_time)
-                .is_none_or(|t| t > cutoff);
-            if let (true, Some(k)) = (recent, o.key())
-                && let Some(b) = vault.get_document(k, 16 * 1024 * 1024).await?
-            {
-                young.push(b);
-            }
+    for o in vault
+        .list_objects(&loc.staging_prefix(), None, false)
+        .await?
+    {
+        if o.last_modified.is_none_or(|t| t > cutoff)
+            && let Some(b) = vault.get_document(&o.key, 16 * 1024 * 1024).await?
+        {
+            young.push(b);
         }
     }
     let named = |id: &str| {
@@ -747,8 +638,6 @@ async fn execute(
     opts: &GcOptions,
     stop_bypass_at: DateTime<Utc>,
 ) -> GcReport {
-    let s3 = vault.client();
-    let bucket = &vault.location().bucket;
     let mut report = GcReport {
         applied: true,
         plan,
@@ -769,13 +658,13 @@ async fn execute(
             continue;
         }
         let now = Utc::now();
-        let lock = match version_lock(vault, &d.key, &d.version_id).await {
+        let lock = match vault.version_retention(&d.key, Some(&d.version_id)).await {
             Ok(l) => l,
             Err(e) => {
                 snapshot_left |= d.kind == "snapshot";
                 report.errors.push(Skipped {
                     key: d.key,
-                    reason: e,
+                    reason: e.to_string(),
                 });
                 continue;
             }
@@ -795,15 +684,7 @@ async fn execute(
                 continue;
             }
         };
-        let mut req = s3
-            .delete_object()
-            .bucket(bucket)
-            .key(&d.key)
-            .version_id(&d.version_id);
-        if bypass {
-            req = req.bypass_governance_retention(true);
-        }
-        match req.send().await {
+        match vault.delete_version(&d.key, &d.version_id, bypass).await {
             Ok(_) => {
                 tracing::info!(key = %d.key, version = %d.version_id, "gc deleted");
                 report.deleted += 1;
@@ -813,7 +694,8 @@ async fn execute(
                 snapshot_left |= d.kind == "snapshot";
                 // A backup may have extended the lock between our check and the delete (it
                 // extends before it references): S3 refused, and that is the design working.
-                if let Ok(Some((mode, until))) = version_lock(vault, &d.key, &d.version_id).await
+                if let Ok(Some((mode, until))) =
+                    vault.version_retention(&d.key, Some(&d.version_id)).await
                     && until > Utc::now()
                     && !bypass
                 {
@@ -828,31 +710,20 @@ async fn execute(
                 }
                 report.errors.push(Skipped {
                     key: d.key.clone(),
-                    reason: s3_err("DeleteObject", &d.key, &e),
+                    reason: e.to_string(),
                 });
             }
         }
     }
     for u in report.plan.uploads_to_abort.clone() {
-        match s3
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(&u.key)
-            .upload_id(&u.upload_id)
-            .send()
-            .await
-        {
-            Ok(_) => report.uploads_aborted += 1,
-            Err(e) => {
-                let code = e.code().unwrap_or_default();
-                if code == "NoSuchUpload" {
-                    continue; // completed or aborted since the plan
-                }
-                report.errors.push(Skipped {
-                    key: u.key.clone(),
-                    reason: s3_err("AbortMultipartUpload", &u.key, &e),
-                });
-            }
+        match vault.abort_upload(&u.key, &u.upload_id).await {
+            Ok(true) => report.uploads_aborted += 1,
+            // Completed or aborted since the plan.
+            Ok(false) => {}
+            Err(e) => report.errors.push(Skipped {
+                key: u.key.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
     report

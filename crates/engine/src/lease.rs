@@ -98,17 +98,15 @@ pub struct LeaseRequest {
 }
 
 fn lease_prefix(vault: &Vault, kind: LeaseKind) -> String {
-    vault
-        .location()
-        .key(&format!("staging/leases/{}/", kind.dir()))
+    vault.location().leases_prefix(kind.dir())
 }
 
 fn lease_key(vault: &Vault, kind: LeaseKind, id: &SnapshotId) -> String {
-    format!("{}{id}.json", lease_prefix(vault, kind))
+    vault.location().lease_key(kind.dir(), id)
 }
 
 fn released_key(vault: &Vault, kind: LeaseKind, id: &SnapshotId) -> String {
-    format!("{}{id}.released", lease_prefix(vault, kind))
+    vault.location().lease_released_key(kind.dir(), id)
 }
 
 fn span(d: Duration) -> chrono::Duration {

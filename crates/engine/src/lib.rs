@@ -43,10 +43,25 @@ pub use verify::{VerifyReport, verify};
 pub enum EngineError {
     #[error("configuration: {0}")]
     Config(String),
+    /// An S3 request failed. Kept apart from [`EngineError::Vault`] (the vault's own checks)
+    /// so callers and logs tell an S3 outage or refusal from bad vault content; the inner
+    /// error is always [`ecr_vault_vault::VaultError::S3`], with its status and code. Boxed so
+    /// the error stays small on every `Result` path.
     #[error(transparent)]
-    Vault(#[from] ecr_vault_vault::VaultError),
+    S3(Box<ecr_vault_vault::VaultError>),
+    #[error(transparent)]
+    Vault(ecr_vault_vault::VaultError),
     #[error(transparent)]
     Registry(#[from] ecr_vault_registry::RegistryError),
     #[error(transparent)]
     Ecr(#[from] ecr_vault_ecr::EcrError),
+}
+
+impl From<ecr_vault_vault::VaultError> for EngineError {
+    fn from(e: ecr_vault_vault::VaultError) -> Self {
+        match e {
+            ecr_vault_vault::VaultError::S3 { .. } => EngineError::S3(Box::new(e)),
+            e => EngineError::Vault(e),
+        }
+    }
 }

@@ -142,10 +142,32 @@ pub struct Plan {
     pub started: Option<Instant>,
 }
 
+impl UnchangedImage {
+    /// The one rule that splits unchanged images: carried on the recorded watermark, with no
+    /// request, when it covers a snapshot taken at `now` and the plan was made under a run
+    /// lease (without one, a bypassing GC could pull the lock away meanwhile); otherwise
+    /// checked with one HEAD and extended where it falls short.
+    pub fn carried_on_record(&self, policy: LockPolicy, now: DateTime<Utc>, leased: bool) -> bool {
+        leased && self.lock_until.is_some() && !policy.needs_extension(self.lock_until, now)
+    }
+}
+
 impl Plan {
     /// Images in the plan: new plus unchanged.
     pub fn len(&self) -> usize {
         self.new.len() + self.unchanged.len()
+    }
+
+    /// Images that need a copier or a worker at `now`: the new ones, and the unchanged ones
+    /// not [carried on record](UnchangedImage::carried_on_record).
+    pub fn work_count(&self, policy: LockPolicy, now: DateTime<Utc>) -> usize {
+        let leased = self.lease.is_some();
+        self.new.len()
+            + self
+                .unchanged
+                .iter()
+                .filter(|u| !u.carried_on_record(policy, now, leased))
+                .count()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -260,34 +260,14 @@ impl Checker<'_> {
 
     /// Keys with more than one version were overwritten after the first write.
     async fn versions(&mut self) -> Result<(), EngineError> {
-        let s3 = self.vault.client();
         let loc = self.vault.location();
-        let prefix = loc.key("blobs/");
+        let listed = self.vault.list_versions(&loc.key("blobs/")).await?;
         let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-        let (mut km, mut vm) = (None::<String>, None::<String>);
-        loop {
-            let page = s3
-                .list_object_versions()
-                .bucket(&loc.bucket)
-                .prefix(&prefix)
-                .set_key_marker(km.take())
-                .set_version_id_marker(vm.take())
-                .send()
-                .await
-                .map_err(|e| EngineError::Config(format!("ListObjectVersions: {e}")))?;
-            for v in page.versions() {
-                *counts
-                    .entry(v.key().unwrap_or_default().to_owned())
-                    .or_default() += 1;
-            }
-            for d in page.delete_markers() {
-                self.problem(d.key().unwrap_or_default(), "has a delete marker".into());
-            }
-            if page.is_truncated() != Some(true) {
-                break;
-            }
-            km = page.next_key_marker().map(str::to_owned);
-            vm = page.next_version_id_marker().map(str::to_owned);
+        for v in listed.versions {
+            *counts.entry(v.key).or_default() += 1;
+        }
+        for key in &listed.delete_markers {
+            self.problem(key, "has a delete marker".into());
         }
         let referenced: HashSet<String> = self.checked.keys().map(|d| loc.blob_key(d)).collect();
         for (k, n) in counts {

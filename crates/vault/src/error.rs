@@ -60,6 +60,14 @@ impl VaultError {
         }
     }
 
+    /// S3's error code (`NoSuchKey`, `SlowDown`, …) of an S3 failure.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            VaultError::S3 { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// HTTP status of an S3 failure.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -5,8 +5,11 @@
 //! - [`upload`]: verified streaming blob writes with bounded memory;
 //! - [`lock`]: retention policy and extension with slack;
 //! - [`snapshot`]: one immutable OCI index per run;
-//! - [`staging`]: state of uploads stopped at a deadline, continued by the next run.
+//! - [`staging`]: state of uploads stopped at a deadline, continued by the next run;
+//! - [`versions`]: object versions, their locks and deletes, multipart uploads (GC, verify);
+//! - [`client`]: the S3 client and storage class from configuration.
 
+pub mod client;
 pub mod error;
 pub mod location;
 pub mod lock;
@@ -15,14 +18,17 @@ pub mod snapshot;
 pub mod staging;
 pub mod store;
 pub mod upload;
+pub mod versions;
 
+pub use client::{blob_storage_class, s3_client};
 pub use error::VaultError;
-pub use location::VaultLocation;
+pub use location::{RunMarker, VaultLocation};
 pub use lock::{LockMode, LockPolicy, RetentionUnit};
 pub use snapshot::{
     Counts, Failure, ImageRecord, Role, RunInfo, ScopeGroup, ScopeKind, Snapshot, SnapshotId,
     TRIGGER_SCHEDULED,
 };
 pub use staging::{ResumableSha256, StagingRecord};
-pub use store::{ObjectState, Vault, VaultOptions, WriteOutcome};
+pub use store::{ListedObject, ObjectState, Vault, VaultOptions, WriteOutcome};
 pub use upload::{BlobWrite, Expected};
+pub use versions::{ObjectVersion, PendingUpload, VersionLock, Versions};

@@ -5,13 +5,14 @@
 //! <prefix>/blobs/sha256/<hex>                 blobs, manifests and indexes (write-once, locked)
 //! <prefix>/snapshots/<id>.json                one OCI index per run (write-once, locked)
 //! <prefix>/events/<time>-<digest>.json        audit records of ECR DELETE events
+//! <prefix>/staging/…                          bookkeeping outside the layout (see below)
 //! ```
 //! Downloading `oci-layout`, `blobs/` and one snapshot as `index.json` gives a layout that stock
 //! tools read.
 
 use std::fmt;
 
-use ecr_vault_registry::Digest;
+use ecr_vault_registry::{Digest, RepoName};
 
 use crate::error::VaultError;
 
@@ -80,6 +81,98 @@ impl VaultLocation {
     pub fn event_key(&self, name: &str) -> String {
         self.key(&format!("events/{name}.json"))
     }
+
+    // Staging keys: every name under `staging/` is built here, so GC, the fan-out, leases
+    // and resumable uploads cannot disagree about where the others keep their records.
+
+    /// Everything outside the OCI layout that runs keep for each other; never vault content.
+    pub fn staging_prefix(&self) -> String {
+        self.key("staging/")
+    }
+
+    /// The state of a blob upload stopped at a deadline.
+    pub fn upload_staging_key(&self, digest: &Digest) -> String {
+        self.key(&format!("staging/uploads/{}.json", digest.hex()))
+    }
+
+    /// Fanned-out runs: their manifests sit directly under it.
+    pub fn runs_prefix(&self) -> String {
+        self.key("staging/runs/")
+    }
+
+    pub fn run_manifest_key(&self, run: &crate::snapshot::SnapshotId) -> String {
+        format!("{}{run}.json", self.runs_prefix())
+    }
+
+    /// A fanned-out run's markers.
+    pub fn run_prefix(&self, run: &crate::snapshot::SnapshotId) -> String {
+        format!("{}{run}/", self.runs_prefix())
+    }
+
+    /// `<run prefix><kind>/<repository>/<hex>.json`. Repository names are validated OCI names
+    /// (no empty, `.` or `..` segments), so they are safe in keys.
+    pub fn run_marker_key(
+        &self,
+        run: &crate::snapshot::SnapshotId,
+        kind: RunMarker,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> String {
+        format!(
+            "{}{}/{repo}/{}.json",
+            self.run_prefix(run),
+            kind.as_str(),
+            digest.hex()
+        )
+    }
+
+    /// Leases of one kind (`run`, `gc`); ids sort by time.
+    pub fn leases_prefix(&self, kind: &str) -> String {
+        self.key(&format!("staging/leases/{kind}/"))
+    }
+
+    pub fn lease_key(&self, kind: &str, id: &crate::snapshot::SnapshotId) -> String {
+        format!("{}{id}.json", self.leases_prefix(kind))
+    }
+
+    /// Written beside a lease to end it early.
+    pub fn lease_released_key(&self, kind: &str, id: &crate::snapshot::SnapshotId) -> String {
+        format!("{}{id}.released", self.leases_prefix(kind))
+    }
+}
+
+/// What a fan-out worker left for one image of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMarker {
+    /// Captured: its records.
+    Done,
+    /// Its last delivery failed: the error.
+    Failed,
+}
+
+impl RunMarker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunMarker::Done => "done",
+            RunMarker::Failed => "failed",
+        }
+    }
+
+    /// Parses `<kind>/<repository>/<hex>.json`, a key relative to a run's prefix: the inverse
+    /// of [`VaultLocation::run_marker_key`]. `None` for anything it would not have built.
+    pub fn parse(rel: &str) -> Option<(RunMarker, RepoName, Digest)> {
+        let (kind, rest) = rel.split_once('/')?;
+        let kind = match kind {
+            "done" => RunMarker::Done,
+            "failed" => RunMarker::Failed,
+            _ => return None,
+        };
+        let (repo, file) = rest.rsplit_once('/')?;
+        let hex = file.strip_suffix(".json")?;
+        let repo = RepoName::parse(repo).ok()?;
+        let digest = Digest::parse(&format!("sha256:{hex}")).ok()?;
+        Some((kind, repo, digest))
+    }
 }
 
 impl fmt::Display for VaultLocation {
@@ -106,6 +199,28 @@ mod tests {
         assert_eq!(
             VaultLocation::parse("s3://abc").unwrap().layout_key(),
             "oci-layout"
+        );
+    }
+
+    #[test]
+    fn run_marker_keys_round_trip_and_stay_under_the_run() {
+        let v = VaultLocation::parse("s3://my-vault/ecr").unwrap();
+        let run = crate::snapshot::SnapshotId::parse("20261124T020000000Z-a1b2c3").unwrap();
+        let d = Digest::of(b"x");
+        let repo = RepoName::parse("team/app/api").unwrap();
+        let key = v.run_marker_key(&run, RunMarker::Done, &repo, &d);
+        let rel = key.strip_prefix(&v.run_prefix(&run)).unwrap();
+        assert_eq!(
+            RunMarker::parse(rel),
+            Some((RunMarker::Done, repo.clone(), d.clone()))
+        );
+        assert_eq!(RunMarker::parse("done/team/app/api/zz.json"), None);
+        assert_eq!(RunMarker::parse("done/../x/abc.json"), None);
+        assert_eq!(RunMarker::parse("other/team/abc.json"), None);
+        assert_eq!(RunMarker::parse("done"), None);
+        assert_eq!(
+            v.run_manifest_key(&run),
+            "ecr/staging/runs/20261124T020000000Z-a1b2c3.json"
         );
     }
 

@@ -211,8 +211,7 @@ impl StagingRecord {
 impl Vault {
     /// `<prefix>/staging/uploads/<digest-hex>.json`.
     pub fn staging_key(&self, digest: &Digest) -> String {
-        self.loc
-            .key(&format!("staging/uploads/{}.json", digest.hex()))
+        self.loc.upload_staging_key(digest)
     }
 
     /// The staging record for `digest`, if one exists and describes that blob; an unreadable

@@ -185,29 +185,10 @@ impl Vault {
         &self,
         key: &str,
     ) -> Result<Option<(LockMode, DateTime<Utc>)>, VaultError> {
-        match self
-            .s3
-            .get_object_retention()
-            .bucket(&self.loc.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out.retention().and_then(|r| {
-                let mode = r.mode()?.as_str().parse().ok()?;
-                let until = r.retain_until_date().and_then(from_s3_time)?;
-                Some((mode, until))
-            })),
-            Err(e) => {
-                let err = VaultError::s3("GetObjectRetention", &self.loc.bucket, key, e);
-                if err.is_not_found()
-                    || matches!(&err, VaultError::S3 { code: Some(c), .. } if c == "NoSuchObjectLockConfiguration")
-                {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
+        match self.version_retention(key, None).await {
+            Ok(lock) => Ok(lock.and_then(|(mode, until)| Some((mode?, until)))),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -483,6 +464,18 @@ impl Vault {
         prefix: &str,
         start_after: Option<&str>,
     ) -> Result<Vec<(String, u64)>, VaultError> {
+        let listed = self.list_objects(prefix, start_after, false).await?;
+        Ok(listed.into_iter().map(|o| (o.key, o.size)).collect())
+    }
+
+    /// Objects under a prefix, all pages, after `start_after` if given. `shallow` lists only
+    /// those directly under it (delimiter `/`), so one LIST skips whole subtrees.
+    pub async fn list_objects(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        shallow: bool,
+    ) -> Result<Vec<ListedObject>, VaultError> {
         let mut out = Vec::new();
         let mut pages = self
             .s3
@@ -490,6 +483,7 @@ impl Vault {
             .bucket(&self.loc.bucket)
             .prefix(prefix)
             .set_start_after(start_after.map(str::to_owned))
+            .set_delimiter(shallow.then(|| "/".to_owned()))
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -497,10 +491,22 @@ impl Vault {
                 page.map_err(|e| VaultError::s3("ListObjectsV2", &self.loc.bucket, prefix, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    out.push((k.to_owned(), o.size().unwrap_or(0).max(0) as u64));
+                    out.push(ListedObject {
+                        key: k.to_owned(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        last_modified: o.last_modified().and_then(from_s3_time),
+                    });
                 }
             }
         }
         Ok(out)
     }
+}
+
+/// One object from a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
 }

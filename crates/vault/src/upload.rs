@@ -581,16 +581,8 @@ impl Vault {
     /// Best effort: an upload that is not aborted here is invisible anyway and is removed by
     /// the bucket's abort-incomplete-multipart lifecycle rule or `gc`.
     async fn abort(&self, key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .s3
-            .abort_multipart_upload()
-            .bucket(&self.loc.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
-            tracing::warn!(key, error = %VaultError::s3("AbortMultipartUpload", &self.loc.bucket, key, e), "could not abort multipart upload");
+        if let Err(e) = self.abort_upload(key, upload_id).await {
+            tracing::warn!(key, error = %e, "could not abort multipart upload");
         }
     }
 }

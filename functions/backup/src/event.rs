@@ -231,65 +231,11 @@ fn classify_records(
     Ok(Incoming::Sqs(out))
 }
 
-/// A work item: one image to back up, as the scheduled run's planner enqueues it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RawWorkItem {
-    pub action: String,
-    pub repository: String,
-    pub digest: String,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    #[serde(default)]
-    pub run: Option<String>,
-}
-
-/// A validated work item.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkItem {
-    pub repository: RepoName,
-    pub digest: Digest,
-    pub tags: Vec<Tag>,
-    pub run: Option<String>,
-}
+pub use ecr_vault_engine::fanout::WorkItem;
 
 /// Parses and validates one SQS body. The error says why the item is refused.
 pub fn parse_work_item(body: Option<&str>) -> Result<WorkItem, String> {
-    let body = body.ok_or("the message has no body")?;
-    let raw: RawWorkItem =
-        serde_json::from_str(body).map_err(|e| format!("the body is not a work item: {e}"))?;
-    if raw.action != "backup-image" {
-        return Err(format!(
-            "action is {}, expected \"backup-image\"",
-            shown(&raw.action)
-        ));
-    }
-    let repository = RepoName::parse(&raw.repository).map_err(|e| e.to_string())?;
-    let digest = Digest::parse(&raw.digest).map_err(|e| e.to_string())?;
-    let tags = raw
-        .tags
-        .iter()
-        .map(|t| Tag::parse(t).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if let Some(run) = &raw.run
-        && !valid_run_id(run)
-    {
-        return Err(format!(
-            "run is {}, expected a snapshot id such as 20261124T020000000Z-a1b2c3",
-            shown(run)
-        ));
-    }
-    Ok(WorkItem {
-        repository,
-        digest,
-        tags,
-        run: raw.run,
-    })
-}
-
-/// A run id is the snapshot id of the run that planned the item.
-fn valid_run_id(s: &str) -> bool {
-    ecr_vault_vault::SnapshotId::parse(s).is_ok()
+    ecr_vault_engine::fanout::item::decode(body.ok_or("the message has no body")?)
 }
 
 /// The validated fields of an ECR image action.

@@ -89,13 +89,10 @@ impl App {
                 let mut items = Vec::new();
                 for r in records {
                     match parse_work_item(r.body.as_deref()) {
-                        Ok(i) => items.push(QueuedItem {
+                        Ok(item) => items.push(QueuedItem {
                             receives: r.receive_count.unwrap_or(1),
                             message_id: r.message_id,
-                            run: i.run,
-                            repository: i.repository,
-                            digest: i.digest,
-                            tags: i.tags,
+                            item,
                         }),
                         Err(why) => {
                             tracing::warn!(message_id = r.message_id, why, "refused a work item");

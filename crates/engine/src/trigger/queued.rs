@@ -9,21 +9,17 @@ use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{SnapshotId, Vault};
 use futures::StreamExt as _;
 
-use crate::fanout::{self, RunManifest, Unavailable, WorkImage, WorkReport};
+use crate::fanout::{self, RunManifest, Unavailable, WorkImage, WorkItem, WorkReport};
 use crate::lookup::{self, Lookup};
 use crate::{BackupOptions, BackupReport, Listing, NoProgress, Source, backup_listing};
 
-/// One delivered work item, decoded.
+/// One delivered work item, decoded ([`crate::fanout::item::decode`]).
 #[derive(Clone, Debug)]
 pub struct QueuedItem {
     pub message_id: String,
     /// How often the queue has delivered the message.
     pub receives: u32,
-    /// The fanned-out run it belongs to, if any.
-    pub run: Option<String>,
-    pub repository: RepoName,
-    pub digest: Digest,
-    pub tags: Vec<Tag>,
+    pub item: WorkItem,
 }
 
 /// What a batch did.
@@ -67,11 +63,12 @@ pub async fn queued(
     max_receives: u32,
 ) -> QueuedReport {
     let mut wanted: BTreeMap<ItemKey, Wanted> = BTreeMap::new();
-    for i in items {
+    for q in items {
+        let i = q.item;
         let entry = wanted.entry((i.run, i.repository, i.digest)).or_default();
-        entry.ids.push(i.message_id);
+        entry.ids.push(q.message_id);
         entry.tags.extend(i.tags);
-        entry.receives = entry.receives.max(i.receives);
+        entry.receives = entry.receives.max(q.receives);
     }
     let mut report = QueuedReport::default();
     let all_ids = |w: &BTreeMap<ItemKey, Wanted>| w.values().flat_map(|w| w.ids.clone()).collect();

@@ -69,12 +69,7 @@ pub async fn scheduled(
     };
     let plan = plan(source, vault, &plan_opts).await?;
     let (policy, now) = (vault.options().lock, chrono::Utc::now());
-    let work = plan.new.len()
-        + plan
-            .unchanged
-            .iter()
-            .filter(|u| u.lock_until.is_none() || policy.needs_extension(u.lock_until, now))
-            .count();
+    let work = plan.work_count(policy, now);
     let run = if fan.should_fan_out(work) {
         let input = FanoutInput::from_plan(plan, policy, now);
         let report = fanout::fan_out(source, vault, queue.sqs, input, opts, fan).await?;
