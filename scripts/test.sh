@@ -20,3 +20,5 @@ df -h . "${TMPDIR:-/tmp}" | uniq
 # Test binaries run one after another; inside each, two test threads (the machine has two
 # cores and each binary shares one local stack between its tests).
 cargo test --workspace --locked -- --test-threads=2
+echo "== local function runs (events/ through cargo-lambda's emulator)"
+bash scripts/invoke-local.sh
