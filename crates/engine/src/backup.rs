@@ -64,7 +64,7 @@ pub struct BackupReport {
     pub complete: bool,
     pub counts: Counts,
     pub failures: Vec<Failure>,
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     pub deferred: Vec<String>,
     pub warnings: Vec<String>,
     /// The whole run, from before the listing to the snapshot written: the sum of `phases`.

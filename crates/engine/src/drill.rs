@@ -21,7 +21,7 @@ use crate::filter::{FilterSpec, Filters};
 use crate::progress::NoProgress;
 use crate::restore::{Mapping, RestoreReport, RestoreRequest, restore};
 use crate::select::{SnapshotSel, select};
-use crate::source::Source;
+use crate::source::{Source, Target};
 
 /// The reserved ECR prefix of scratch repositories. The drill role may delete only there.
 pub const DRILL_PREFIX: &str = "ecr-vault-drill/";
@@ -64,7 +64,7 @@ pub struct DrillReport {
 /// start (no snapshot, bad options); a drill that ran reports its verdict in the report.
 pub async fn drill(
     vault: &Vault,
-    target: &Source,
+    target: &Target,
     opts: &DrillOptions,
 ) -> Result<DrillReport, EngineError> {
     let started = Instant::now();

@@ -35,7 +35,7 @@ pub use plan::{Plan, PlanOptions, plan};
 pub use progress::{NoProgress, Progress};
 pub use restore::{Mapping, RestoreReport, RestoreRequest, restore};
 pub use select::{Latest, SnapshotSel, latest};
-pub use source::{Listing, Source, SourceImage};
+pub use source::{Listing, Source, SourceImage, Target};
 pub use verify::{VerifyReport, verify};
 
 /// Errors that stop a whole run (as opposed to one image, which is recorded and skipped).

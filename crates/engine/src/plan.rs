@@ -122,7 +122,7 @@ pub struct Plan {
     pub cost: Option<crate::cost::CostEstimate>,
     /// Listing failures and skips, carried to the run report.
     pub failures: Vec<Failure>,
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     pub warnings: Vec<String>,
     /// Repository settings captured by the listing, stored with the snapshot.
     #[serde(skip)]

@@ -27,7 +27,7 @@ use crate::EngineError;
 use crate::filter::Filters;
 use crate::progress::Progress;
 use crate::select::{SnapshotSel, select};
-use crate::source::Source;
+use crate::source::{Source, Target};
 
 /// Renames and retags applied on the way out.
 #[derive(Clone, Debug, Default)]
@@ -160,7 +160,7 @@ struct Restorer<'a> {
 /// Restores the selection into `target`.
 pub async fn restore(
     vault: &Vault,
-    target: &Source,
+    target: &Target,
     req: &RestoreRequest,
     progress: Arc<dyn Progress>,
 ) -> Result<RestoreReport, EngineError> {

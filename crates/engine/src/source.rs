@@ -35,7 +35,7 @@ pub struct Listing {
     /// Images that could not be listed or whose names were invalid.
     pub failures: Vec<Failure>,
     /// Skipped on purpose, with the reason (archived images).
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     pub warnings: Vec<String>,
     /// Repository settings captured for restore (ECR only).
     pub repositories: Vec<RepositorySettings>,
@@ -44,12 +44,16 @@ pub struct Listing {
     pub sizes: HashMap<(RepoName, Digest), u64>,
 }
 
-/// A place images are backed up from.
+/// A registry images are backed up from: ECR (listed through its API) or any OCI registry.
 #[derive(Clone)]
 pub enum Source {
     Ecr { ecr: Ecr, registry: RegistryClient },
     Registry { registry: RegistryClient },
 }
+
+/// A registry images are restored into. The same connection as a [`Source`] (ECR through its
+/// API, or any OCI registry), named for the direction the images go.
+pub type Target = Source;
 
 impl Source {
     pub fn registry(&self) -> &RegistryClient {

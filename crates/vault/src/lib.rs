@@ -25,7 +25,7 @@ pub use error::VaultError;
 pub use location::{RunMarker, VaultLocation};
 pub use lock::{LockMode, LockPolicy, RetentionUnit};
 pub use snapshot::{
-    Counts, Failure, ImageRecord, Role, RunInfo, ScopeGroup, ScopeKind, Snapshot, SnapshotId,
+    Counts, Failure, ImageRecord, Role, RunInfo, ScopeGroup, ScopeKind, Skip, Snapshot, SnapshotId,
     TRIGGER_SCHEDULED,
 };
 pub use staging::{ResumableSha256, StagingRecord};

@@ -137,6 +137,11 @@ pub struct Failure {
     pub error: String,
 }
 
+/// An image left out on purpose (archived, deleted since the listing, not selected), and why.
+/// The same record as a [`Failure`], with `error` holding the reason: reports keep one shape
+/// for both lists, but a run with skips is not a failed run.
+pub type Skip = Failure;
+
 /// How much of its source a snapshot saw. Retention groups snapshots by scope (restic's
 /// `forget --group-by`), so a partial snapshot never displaces a full one, and `latest` is the
 /// newest full snapshot overlaid with what newer snapshots captured.

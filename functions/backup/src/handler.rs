@@ -18,7 +18,7 @@ use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, RegistryConfig, Source, open_source, open_vault,
 };
 use ecr_vault_fn_common::FnError;
-use ecr_vault_vault::{Counts, Failure, Vault, WriteOutcome};
+use ecr_vault_vault::{Counts, Skip, Vault, WriteOutcome};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -377,7 +377,7 @@ pub fn deadline_instant(deadline: SystemTime, now: SystemTime) -> Instant {
 }
 
 /// The response of a push that needed no run: nothing was written.
-fn not_run(trigger: &str, skip: Failure) -> Value {
+fn not_run(trigger: &str, skip: Skip) -> Value {
     tracing::info!(
         image = %format!("{}@{}", skip.repository, skip.reference),
         reason = skip.error,

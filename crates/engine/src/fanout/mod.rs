@@ -76,7 +76,7 @@ pub struct FanoutInput {
     /// Records of unchanged images whose locks already cover the new snapshot.
     pub carried: Vec<ImageRecord>,
     pub failures: Vec<Failure>,
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     pub warnings: Vec<String>,
     pub repositories: Vec<ecr_vault_ecr::RepositorySettings>,
     /// The lease the plan was made under: held until the run's own lease is written.

@@ -34,7 +34,7 @@ pub struct FanoutReport {
     /// Images whose work item could not be sent; the run finalises without them.
     pub not_queued: Vec<Failure>,
     pub failures: Vec<Failure>,
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     pub warnings: Vec<String>,
 }
 

@@ -72,7 +72,7 @@ pub struct RunManifest {
     #[serde(default)]
     pub failures: Vec<Failure>,
     #[serde(default)]
-    pub skipped: Vec<Failure>,
+    pub skipped: Vec<ecr_vault_vault::Skip>,
     #[serde(default)]
     pub warnings: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ecr_vault_registry::{Digest, RepoName, Tag};
-use ecr_vault_vault::{Failure, Vault};
+use ecr_vault_vault::{Skip, Vault};
 
 use crate::lookup::{self, Lookup, Unselected};
 use crate::{
@@ -53,7 +53,7 @@ pub async fn push(
 impl NotRun {
     /// The skip record of a push that needed no run; `filters` names the settings that select
     /// images where the caller configures them.
-    pub fn skipped(self, repo: &RepoName, digest: &Digest, filters: [&str; 2]) -> Failure {
+    pub fn skipped(self, repo: &RepoName, digest: &Digest, filters: [&str; 2]) -> Skip {
         let why = match self {
             NotRun::Gone => {
                 "image no longer in ECR (deleted since the push); nothing to back up".to_owned()
@@ -66,7 +66,7 @@ impl NotRun {
             }
             NotRun::NotSelected(Unselected::Tags) => format!("no tag selected by {}", filters[1]),
         };
-        Failure {
+        Skip {
             repository: repo.to_string(),
             reference: digest.to_string(),
             error: why,
