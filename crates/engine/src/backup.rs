@@ -79,6 +79,57 @@ pub struct BackupReport {
 }
 
 impl BackupReport {
+    /// The report of a run that needed no copy: one image left out, nothing written.
+    pub fn skipped_only(skip: ecr_vault_vault::Skip) -> Self {
+        BackupReport {
+            snapshot: None,
+            snapshot_key: None,
+            complete: true,
+            counts: Counts {
+                images_skipped: 1,
+                ..Counts::default()
+            },
+            failures: Vec::new(),
+            skipped: vec![skip],
+            deferred: Vec::new(),
+            warnings: Vec::new(),
+            duration_ms: 0,
+            phases: Default::default(),
+            scope: ecr_vault_vault::ScopeKind::Partial,
+            cost: None,
+        }
+    }
+
+    /// One structured log line for the run, and one per failed image.
+    pub fn log(&self, trigger: &str) {
+        let r = self;
+        tracing::info!(
+            trigger,
+            snapshot = r.snapshot.as_ref().map(|s| s.as_str()),
+            complete = r.complete,
+            copied = r.counts.images_copied,
+            unchanged = r.counts.images_unchanged,
+            failed = r.counts.images_failed,
+            deferred = r.deferred.len(),
+            bytes = r.counts.bytes_written,
+            duration_ms = r.duration_ms,
+            list_ms = r.phases.list_ms,
+            plan_ms = r.phases.plan_ms,
+            copy_ms = r.phases.copy_ms,
+            snapshot_ms = r.phases.snapshot_ms,
+            scope = %r.scope,
+            "backup run finished"
+        );
+        for f in &r.failures {
+            tracing::warn!(
+                repository = f.repository,
+                reference = f.reference,
+                error = f.error,
+                "image failed"
+            );
+        }
+    }
+
     pub fn failed(&self) -> bool {
         !self.failures.is_empty()
     }

@@ -18,7 +18,7 @@ use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, RegistryConfig, Source, open_source, open_vault,
 };
 use ecr_vault_fn_common::FnError;
-use ecr_vault_vault::{Counts, Skip, Vault, WriteOutcome};
+use ecr_vault_vault::{Skip, Vault, WriteOutcome};
 use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -126,7 +126,7 @@ impl App {
 
     /// Logs a finished run and prints its metrics as one EMF line on stdout.
     fn report_run(&self, report: &BackupReport, trigger: &str) {
-        log_report(report, trigger);
+        report.log(trigger);
         let full = trigger::is_full_snapshot(trigger, report.complete, report.snapshot.is_some());
         let now = chrono::Utc::now().timestamp_millis();
         let line = backup_emf(report, &self.cfg.function_name, trigger, full, now);
@@ -135,7 +135,7 @@ impl App {
 
     /// Logs a fanned-out run that was finalised, and prints its metrics.
     fn report_finalised(&self, f: &Finalised) {
-        log_finalised(f);
+        f.log();
         // A fanned-out run is a scheduled one; counted once, by whoever wrote its snapshot.
         let full = trigger::is_full_snapshot(trigger::SCHEDULED, f.complete, f.written);
         let now = chrono::Utc::now().timestamp_millis();
@@ -323,7 +323,7 @@ impl App {
                 "work items processed"
             );
             let full = w.finalised.as_ref().is_some_and(|f| {
-                log_finalised(f);
+                f.log();
                 trigger::is_full_snapshot(trigger::SCHEDULED, f.complete, f.written)
             });
             let now = chrono::Utc::now().timestamp_millis();
@@ -333,27 +333,6 @@ impl App {
             self.report_run(r, trigger::WORK_ITEM);
         }
         report.failed
-    }
-}
-
-fn log_finalised(f: &Finalised) {
-    if f.complete {
-        tracing::info!(
-            run = f.run.as_str(),
-            snapshot = f.snapshot_key,
-            images = f.images,
-            written = f.written,
-            "fanned-out run complete: snapshot written"
-        );
-    } else {
-        tracing::warn!(
-            run = f.run.as_str(),
-            snapshot = f.snapshot_key,
-            images = f.images,
-            failed = f.failures.len(),
-            written = f.written,
-            "fanned-out run INCOMPLETE: snapshot written without the failed images"
-        );
     }
 }
 
@@ -383,24 +362,7 @@ fn not_run(trigger: &str, skip: Skip) -> Value {
         reason = skip.error,
         "not backed up"
     );
-    let report = BackupReport {
-        snapshot: None,
-        snapshot_key: None,
-        complete: true,
-        counts: Counts {
-            images_skipped: 1,
-            ..Counts::default()
-        },
-        failures: Vec::new(),
-        skipped: vec![skip],
-        deferred: Vec::new(),
-        warnings: Vec::new(),
-        duration_ms: 0,
-        phases: Default::default(),
-        scope: ecr_vault_vault::ScopeKind::Partial,
-        cost: None,
-    };
-    summary(&report, trigger)
+    summary(&BackupReport::skipped_only(skip), trigger)
 }
 
 fn to_json(v: &impl serde::Serialize) -> Value {
@@ -414,34 +376,6 @@ fn summary(report: &BackupReport, trigger: &str) -> Value {
         m.insert("trigger".into(), Value::from(trigger));
     }
     v
-}
-
-fn log_report(r: &BackupReport, trigger: &str) {
-    tracing::info!(
-        trigger,
-        snapshot = r.snapshot.as_ref().map(|s| s.as_str()),
-        complete = r.complete,
-        copied = r.counts.images_copied,
-        unchanged = r.counts.images_unchanged,
-        failed = r.counts.images_failed,
-        deferred = r.deferred.len(),
-        bytes = r.counts.bytes_written,
-        duration_ms = r.duration_ms,
-        list_ms = r.phases.list_ms,
-        plan_ms = r.phases.plan_ms,
-        copy_ms = r.phases.copy_ms,
-        snapshot_ms = r.phases.snapshot_ms,
-        scope = %r.scope,
-        "backup run finished"
-    );
-    for f in &r.failures {
-        tracing::warn!(
-            repository = f.repository,
-            reference = f.reference,
-            error = f.error,
-            "image failed"
-        );
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,31 @@ pub struct Finalised {
     pub failures: Vec<Failure>,
 }
 
+impl Finalised {
+    /// One structured log line: a warning when the run ended incomplete.
+    pub fn log(&self) {
+        let f = self;
+        if f.complete {
+            tracing::info!(
+                run = f.run.as_str(),
+                snapshot = f.snapshot_key,
+                images = f.images,
+                written = f.written,
+                "fanned-out run complete: snapshot written"
+            );
+        } else {
+            tracing::warn!(
+                run = f.run.as_str(),
+                snapshot = f.snapshot_key,
+                images = f.images,
+                failed = f.failures.len(),
+                written = f.written,
+                "fanned-out run INCOMPLETE: snapshot written without the failed images"
+            );
+        }
+    }
+}
+
 /// Builds the run's snapshot from its manifest and markers and writes it once. Images without
 /// a `done` marker are failures: their `failed` marker's error, or `missing_reason`.
 pub(super) async fn finalise(
