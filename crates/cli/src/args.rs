@@ -2,7 +2,8 @@
 //! own arguments live with it in `commands/<command>.rs`.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ecr_vault_engine::{FilterSpec, Filters, RegistryConfig};
+use ecr_vault_engine::{FilterSpec, Filters, RegistryConfig, defaults};
+use ecr_vault_vault::{LockMode, LockPolicy};
 
 use crate::output::Invalid;
 use crate::{commands, credentials};
@@ -115,6 +116,28 @@ impl RegistryArgs {
             username: creds.as_ref().map(|c| c.0.clone()),
             password: creds.map(|c| c.1),
         })
+    }
+}
+
+/// How long what a run captures stays locked (`backup`, and `plan` to predict extensions).
+#[derive(Args, Clone)]
+pub struct LockArgs {
+    /// Days every captured object stays locked.
+    #[arg(long, default_value_t = defaults::RETENTION_DAYS, env = "ECR_VAULT_RETENTION_DAYS")]
+    pub retention_days: u32,
+    /// Extra days added when locking or extending, so most runs need no extension call.
+    #[arg(long, default_value_t = defaults::LOCK_SLACK_DAYS, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
+    pub lock_slack_days: u32,
+}
+
+impl LockArgs {
+    pub fn policy(&self, mode: LockMode) -> LockPolicy {
+        LockPolicy {
+            mode,
+            retention_days: self.retention_days,
+            slack_days: self.lock_slack_days,
+            ..LockPolicy::default()
+        }
     }
 }
 

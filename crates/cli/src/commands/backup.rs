@@ -3,9 +3,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 use ecr_vault_engine::{BackupOptions, VaultConfig, aws_config, defaults, open_source, open_vault};
-use ecr_vault_vault::{LockMode, LockPolicy};
+use ecr_vault_vault::LockMode;
 
-use crate::args::{FilterArgs, Output, RegistryArgs, VaultArgs};
+use crate::args::{FilterArgs, LockArgs, Output, RegistryArgs, VaultArgs};
 use crate::{output, progress};
 
 #[derive(Args)]
@@ -16,12 +16,8 @@ pub struct BackupArgs {
     vault: VaultArgs,
     #[command(flatten)]
     filters: FilterArgs,
-    /// Days every captured object stays locked.
-    #[arg(long, default_value_t = defaults::RETENTION_DAYS, env = "ECR_VAULT_RETENTION_DAYS")]
-    retention_days: u32,
-    /// Extra days added when locking or extending, so most runs need no extension call.
-    #[arg(long, default_value_t = defaults::LOCK_SLACK_DAYS, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
-    lock_slack_days: u32,
+    #[command(flatten)]
+    lock: LockArgs,
     /// COMPLIANCE (nobody can shorten) or GOVERNANCE (bypass permission can).
     #[arg(long, default_value = "compliance", env = "ECR_VAULT_LOCK_MODE")]
     lock_mode: LockMode,
@@ -53,12 +49,7 @@ pub async fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
         &sdk,
         &VaultConfig {
             uri: a.vault.vault.clone(),
-            lock: LockPolicy {
-                mode: a.lock_mode,
-                retention_days: a.retention_days,
-                slack_days: a.lock_slack_days,
-                ..LockPolicy::default()
-            },
+            lock: a.lock.policy(a.lock_mode),
             part_size_mib: a.part_size_mib,
             parts_in_flight: a.parts_in_flight,
             storage_class: a.storage_class.clone(),

@@ -5,7 +5,7 @@ use clap::Args;
 use ecr_vault_engine::{PlanOptions, VaultConfig, aws_config, defaults, open_source, open_vault};
 use ecr_vault_vault::LockPolicy;
 
-use crate::args::{FilterArgs, Output, RegistryArgs, VaultArgs};
+use crate::args::{FilterArgs, LockArgs, Output, RegistryArgs, VaultArgs};
 use crate::output;
 
 #[derive(Args)]
@@ -16,12 +16,8 @@ pub struct PlanArgs {
     vault: VaultArgs,
     #[command(flatten)]
     filters: FilterArgs,
-    /// Days the next snapshot's content must stay locked (as for `backup`).
-    #[arg(long, default_value_t = defaults::RETENTION_DAYS, env = "ECR_VAULT_RETENTION_DAYS")]
-    retention_days: u32,
-    /// Extra days added when locking or extending (as for `backup`).
-    #[arg(long, default_value_t = defaults::LOCK_SLACK_DAYS, env = "ECR_VAULT_LOCK_SLACK_DAYS")]
-    lock_slack_days: u32,
+    #[command(flatten)]
+    lock: LockArgs,
     /// For a plain OCI registry: fetch the new images' manifests to estimate their bytes.
     /// (ECR reports image sizes in its listing, so this costs nothing extra there.)
     #[arg(long)]
@@ -42,11 +38,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         &sdk,
         &VaultConfig {
             uri: a.vault.vault.clone(),
-            lock: LockPolicy {
-                retention_days: a.retention_days,
-                slack_days: a.lock_slack_days,
-                ..LockPolicy::default()
-            },
+            lock: a.lock.policy(LockPolicy::default().mode),
             ..VaultConfig::default()
         },
     )?;
