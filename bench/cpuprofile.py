@@ -91,7 +91,7 @@ def perf_record(b: bench.Bench, image: str) -> list[str]:
 def upload_ab(b: bench.Bench, size: int, reps: int) -> list[str]:
     variants = [
         ("plain (the raw-limit upload)", []),
-        ("+ x-amz-checksum-sha256 per part (as ecr-vault)", ["--checksum"]),
+        ("+ x-amz-checksum-sha256 per part (ecr-vault before decision 0011)", ["--checksum"]),
         ("+ UNSIGNED-PAYLOAD", ["--unsigned"]),
         ("+ checksum + UNSIGNED-PAYLOAD", ["--checksum", "--unsigned"]),
     ]
