@@ -128,7 +128,7 @@ workspace_rust = re.search(r'^rust-version = "([^"]+)"', open("Cargo.toml").read
 pinned_lambda = re.search(r"^cargo-lambda==(\S+)$", open("scripts/requirements.txt").read(), re.M).group(1)
 if "cargo lambda build --profile lambda-release --locked" not in dockerfile:
     bad.append("functions/Dockerfile does not build with the workspace's lambda-release profile")
-if not re.search(r'^\[profile\.lambda\]\ninherits = "release"\nlto = "fat"\ncodegen-units = 1\nstrip = "symbols"$',
+if not re.search(r'^\[profile\.lambda-release\]\ninherits = "release"\nlto = "fat"\ncodegen-units = 1\nstrip = "symbols"$',
                  open("Cargo.toml").read(), re.M):
     bad.append("Cargo.toml's [profile.lambda-release] is not fat LTO, one codegen unit, symbols stripped")
 if arg("RUST_VERSION") != workspace_rust:
