@@ -2,7 +2,7 @@
 
 Three parts, on the stack the caller started and the images bench.py pushed (or pushes):
   1. `perf record -e cpu-clock` of one ecr-vault backup of the headline image; the top
-     symbols of the ecr-vault process, and the share of each SHA-256 implementation.
+     symbols of the ecr-vault process, and the share of SHA-256 and of CRC64NVME.
   2. An A/B of plain multipart uploads (the raw-upload helper) with and without what
      ecr-vault adds per part: the x-amz-checksum-sha256 header (server-side SHA-256), and
      SigV4 payload signing (the SDK's SHA-256 of every body, on by default), interleaved,
@@ -59,10 +59,12 @@ def perf_record(b: bench.Bench, image: str) -> list[str]:
                            capture_output=True, text=True).stdout
     samples = re.search(r"# Samples: (\S+)", rep + total)
     groups = {
-        "SHA-256, sha2 0.10 (ecr-vault's own: blob digest while streaming + each part's "
-        "x-amz-checksum-sha256)": lambda s: "sha2::sha256::x86::" in s or "sha2::sha256::soft::" in s,
-        "SHA-256, sha2 0.11 (AWS SDK: SigV4 payload hash of each request body)":
-            lambda s: "sha2::sha256::x86_sha" in s or "sha2::sha256::soft_compact" in s,
+        # One sha2 in the tree since decision 0011: the blob digest while streaming, and any
+        # SigV4 payload hash the SDK still computes (parts and PUTs are sent unsigned).
+        "SHA-256 (sha2: blob digest while streaming, once per byte)":
+            lambda s: "sha2::sha256::" in s,
+        "CRC64NVME (crc-fast: each part's checksum, combined for the whole object)":
+            lambda s: "crc_fast::" in s,
         "kernel (socket copies, page faults, scheduling)": None,
         "memcpy/memmove (user space)": lambda s: "memcpy" in s or "memmove" in s,
     }
@@ -89,7 +91,7 @@ def perf_record(b: bench.Bench, image: str) -> list[str]:
 def upload_ab(b: bench.Bench, size: int, reps: int) -> list[str]:
     variants = [
         ("plain (the raw-limit upload)", []),
-        ("+ x-amz-checksum-sha256 per part (as ecr-vault)", ["--checksum"]),
+        ("+ x-amz-checksum-sha256 per part (ecr-vault before decision 0011)", ["--checksum"]),
         ("+ UNSIGNED-PAYLOAD", ["--unsigned"]),
         ("+ checksum + UNSIGNED-PAYLOAD", ["--checksum", "--unsigned"]),
     ]

@@ -9,6 +9,8 @@
 #   bash scripts/bench.sh --quick         # smoke: 256 MiB layers only, 1 repetition
 #   bash scripts/bench.sh --profile-only  # redo only the CPU profile section of the .md
 #   bash scripts/bench.sh --rerun-only    # only the no-change rerun over 1,000 images (~3 min)
+#   bash scripts/bench.sh --bootstrap-only  # only the functions' bootstrap size and init time
+#                                         # (bench/bootstrap.py; builds the lambda-release profile)
 #   options: --reps N, --no-profile, --json FILE (dump every measurement), --md FILE, --png FILE
 #
 # The CPU profile uses `perf` (Debian package linux-perf) when it works on the machine, and
@@ -27,6 +29,11 @@ for tool in skopeo curl docker-registry .venv/bin/python .venv/bin/aws .venv/bin
 done
 .venv/bin/python -c 'import matplotlib' 2>/dev/null || {
   echo "bench: matplotlib missing in .venv; run: bash scripts/setup.sh" >&2; exit 1; }
+
+# The function bootstraps need no stack: size and init against a Runtime API stub.
+case " $* " in
+  *" --bootstrap-only "*) exec .venv/bin/python bench/bootstrap.py ;;
+esac
 
 echo "bench: building release binaries" >&2
 cargo build --release --quiet -p ecr-vault-cli -p ecr-vault-testkit
@@ -69,5 +76,6 @@ esac
 .venv/bin/python bench/bench.py --work "$work" --bin-dir "$bin" "$@"
 case " $* " in
   *" --quick "*|*" --profile-only "*) ;;
-  *) .venv/bin/python bench/rerun.py --bin-dir "$bin" ;;
+  *) .venv/bin/python bench/rerun.py --bin-dir "$bin"
+     .venv/bin/python bench/bootstrap.py ;;
 esac

@@ -99,10 +99,10 @@ else
 fi
 
 # The images sam build makes must contain the binaries CI builds and tests. The Dockerfile runs
-# `cargo lambda build --release --locked -p $PACKAGE --bin $BIN` with the build args of each
-# function in template.yaml; scripts/test.sh compiles those same package/bin targets with
-# --locked (cargo test --workspace), and tests/functions_*.rs run them behind cargo-lambda's
-# emulator. Here: every PACKAGE/BIN pair names a real bin target, and the Dockerfile's pinned
+# `cargo lambda build --profile lambda-release --locked -p $PACKAGE --bin $BIN` with the build
+# args of each function in template.yaml; scripts/test.sh compiles those same package/bin
+# targets with --locked (cargo test --workspace), and tests/functions_*.rs run them behind
+# cargo-lambda's emulator. Here: every PACKAGE/BIN pair names a real bin target, and the Dockerfile's pinned
 # toolchain and cargo-lambda match the workspace's rust-version and scripts/requirements.txt.
 check_docker_build_args() {
   "$VENV/python" - <<'PY'
@@ -126,6 +126,11 @@ def arg(name):
     return m.group(1) if m else None
 workspace_rust = re.search(r'^rust-version = "([^"]+)"', open("Cargo.toml").read(), re.M).group(1)
 pinned_lambda = re.search(r"^cargo-lambda==(\S+)$", open("scripts/requirements.txt").read(), re.M).group(1)
+if "cargo lambda build --profile lambda-release --locked" not in dockerfile:
+    bad.append("functions/Dockerfile does not build with the workspace's lambda-release profile")
+if not re.search(r'^\[profile\.lambda-release\]\ninherits = "release"\nlto = "fat"\ncodegen-units = 1\nstrip = "symbols"$',
+                 open("Cargo.toml").read(), re.M):
+    bad.append("Cargo.toml's [profile.lambda-release] is not fat LTO, one codegen unit, symbols stripped")
 if arg("RUST_VERSION") != workspace_rust:
     bad.append(f"Dockerfile RUST_VERSION={arg('RUST_VERSION')}, workspace rust-version {workspace_rust}")
 if arg("CARGO_LAMBDA_VERSION") != pinned_lambda:

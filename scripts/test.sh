@@ -11,6 +11,8 @@ echo "== format"
 cargo fmt --all -- --check
 echo "== templates"
 bash scripts/check-templates.sh
+echo "== dependencies (one HTTP/TLS stack, one of each hash crate)"
+bash scripts/check-deps.sh
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"

@@ -907,6 +907,27 @@ async fn every_request_the_code_sends_is_allowed_and_every_harmful_one_is_denied
                 );
             }
         }
+        // Multipart uploads check their parts and the whole object with CRC64NVME, not a
+        // second SHA-256 (decision 0011), and restore streams blobs without asking S3 for the
+        // checksum the SDK would re-hash (restore hashes them itself).
+        let multipart = [
+            "CreateMultipartUpload",
+            "UploadPart",
+            "CompleteMultipartUpload",
+        ];
+        for op in multipart {
+            assert!(calls.iter().any(|c| c.op == op), "no {op} recorded");
+        }
+        for c in calls.iter().filter(|c| multipart.contains(&c.op.as_str())) {
+            assert_eq!(c.checksum, "CRC64NVME", "{}", c.signature());
+        }
+        assert!(
+            sent.iter().any(|s| s.role == "RestoreRole"
+                && s.rec.method == "GET"
+                && s.rec.path.contains("/blobs/sha256/")
+                && !s.rec.headers.contains_key("x-amz-checksum-mode")),
+            "every restore GET asked for a checksum the SDK would re-hash"
+        );
         // Listings name the vault prefix (the grants' s3:prefix condition relies on it).
         for c in calls
             .iter()

@@ -590,3 +590,76 @@ async fn s3_down_for_a_while_mid_run_is_ridden_out() {
         .unwrap();
     assert!(uploads.uploads().is_empty(), "{:?}", uploads.uploads());
 }
+
+/// A part whose bytes are corrupted between the client and S3 (the blob's SHA-256 saw them
+/// intact, and the part is sent without SigV4's payload hash) is refused by S3's check of the
+/// part's CRC64NVME: the image fails with BadDigest, the upload is aborted, nothing of the blob
+/// or its image is visible, and once the fault is gone the rerun completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_corrupted_in_transit_is_refused_by_its_crc_and_never_visible() {
+    let stack = Stack::shared().await.unwrap();
+    for seed in SEEDS {
+        let ns = unique_name("partflip");
+        let img = push_image(stack, &ns, 200 + seed).await;
+        let rig = Rig::new(stack).await;
+        let (victim, _) = img
+            .blobs
+            .iter()
+            .find(|(_, size)| *size > 1_000_000)
+            .unwrap()
+            .clone();
+        let hex = victim.trim_start_matches("sha256:").to_owned();
+        let id = rig.s3.add_rule(
+            Rule::new("/*", Fault::FlipRequest(Offset::Random(seed)))
+                .method("PUT")
+                .query("partNumber"),
+        );
+        let report = rig.backup(stack, &ns).await;
+        assert!(
+            rig.s3.rule_stats(id).triggered >= 1,
+            "seed {seed}: no part flipped"
+        );
+        assert_eq!(report.failures.len(), 1, "seed {seed}: {report:#?}");
+        let msg = format!("{:?}", report.failures[0]);
+        assert!(
+            msg.contains("BadDigest"),
+            "seed {seed}: unclear error {msg}"
+        );
+        let contents = rig.check(stack).await;
+        assert!(
+            !contents.blobs.contains_key(&hex),
+            "seed {seed}: a corrupted copy of {victim} became visible"
+        );
+        assert!(
+            !contents
+                .blobs
+                .contains_key(img.digest.trim_start_matches("sha256:")),
+            "seed {seed}: the manifest went in without its closure"
+        );
+        // The refused upload was aborted, not left open.
+        let bucket = rig
+            .uri
+            .trim_start_matches("s3://")
+            .split('/')
+            .next()
+            .unwrap();
+        let open = stack
+            .s3
+            .client()
+            .list_multipart_uploads()
+            .bucket(bucket)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            open.uploads()
+                .iter()
+                .all(|u| !u.key().unwrap_or_default().ends_with(&hex)),
+            "seed {seed}: the refused upload is still open"
+        );
+        rig.s3.clear_rules();
+        let again = rig.backup(stack, &ns).await;
+        assert!(again.failures.is_empty(), "{:#?}", again.failures);
+        assert_captured(&rig.check(stack).await, &img);
+    }
+}

@@ -24,6 +24,9 @@
 //!   - seen with boto3: `GetObjectRetention` returns 500; `PutObjectRetention` accepts a
 //!     *shorter* COMPLIANCE date; a multipart upload created with lock headers has no lock
 //!     on HEAD. Lock semantics must be tested against SeaweedFS, not moto.
+//!   - it verifies no CRC64NVME value: a wrong part checksum and a wrong FULL_OBJECT value
+//!     on `CompleteMultipartUpload` both pass (`moto_accepts_but_does_not_verify_crc64nvme`;
+//!     facts.md saw the same with boto3). Checksum behaviour is proven against SeaweedFS.
 //!   - bucket names must be 3+ characters.
 
 use std::ffi::OsString;

@@ -21,6 +21,14 @@
 //! - Multipart with `ChecksumAlgorithm::Sha256`: each `UploadPart` with `checksum_sha256` is
 //!   verified (wrong value → `BadDigest`) and echoed; `CompletedPart.checksum_sha256` is
 //!   accepted; the object then has a COMPOSITE checksum `<base64>-<parts>`.
+//! - CRC64NVME (what the vault's multipart uploads use, decision 0011) is verified everywhere
+//!   the vault relies on it, under a COMPLIANCE lock: a locked `PutObject` with
+//!   `checksum_crc64_nvme`, each `UploadPart` of an upload created with
+//!   `ChecksumAlgorithm::Crc64Nvme` + `ChecksumType::FullObject`, and the FULL_OBJECT value on
+//!   `CompleteMultipartUpload`. A wrong value → `BadDigest`; a refused Complete leaves the
+//!   object invisible and the upload completable. The full-object value combined from the
+//!   parts' CRCs is accepted, and `HeadObject` with `checksum_mode(Enabled)` returns it with
+//!   `ChecksumType::FullObject`. CRC32C on `UploadPart` is verified too (wrong → `BadDigest`).
 //! - `ListObjectVersions` lists versions and delete markers; a plain `DeleteObject` on a locked
 //!   key adds a delete marker; `DeleteObject` with the locked `version_id` is refused
 //!   (`AccessDenied`).

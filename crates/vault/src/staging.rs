@@ -2,7 +2,7 @@
 //! invocation continues them instead of starting a 52,000 MiB layer again.
 //!
 //! One JSON record per blob at `<prefix>/staging/uploads/<digest-hex>.json` holds the upload id,
-//! the object key, the part size, every completed part (number, ETag, SHA-256, size), the bytes
+//! the object key, the part size, every completed part (number, ETag, CRC64NVME, size), the bytes
 //! hashed so far and the SHA-256 internal state at that part boundary. Lifecycle:
 //! - **created** when an upload stops at a deadline (after its in-flight parts finished);
 //! - **resumed** by the next copy of the same blob: ListParts confirms the upload, the rest of
@@ -26,11 +26,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use ecr_vault_registry::Digest;
 use serde::{Deserialize, Serialize};
-use sha2::digest::generic_array::GenericArray;
 
 use crate::error::VaultError;
 use crate::lock::to_s3_time;
 use crate::store::Vault;
+
+/// The record format written now; see [`StagingRecord::version`].
+pub const RECORD_VERSION: u32 = 2;
 
 /// Largest staging record we read: 10,000 parts of ~200 bytes each, with room to spare.
 const MAX_RECORD_BYTES: u64 = 8 * 1024 * 1024;
@@ -44,8 +46,9 @@ const SHA256_IV: [u32; 8] = [
 ];
 
 /// SHA-256 whose state can be saved at a 64-byte boundary and restored in another process.
-/// sha2 0.10 does not serialize its state, so this drives its block function directly (same
-/// code path and CPU extensions as `Sha256`).
+/// Drives sha2's block function directly (same code path and CPU extensions as `Sha256`), so
+/// the record holds exactly the eight state words and a byte count (decision 0011 says why
+/// not sha2 0.11's serialised state).
 #[derive(Clone)]
 pub struct ResumableSha256 {
     state: [u32; 8],
@@ -100,18 +103,12 @@ impl ResumableSha256 {
                 return;
             }
             let block = self.buf;
-            sha2::compress256(&mut self.state, &[*GenericArray::from_slice(&block)]);
+            sha2::block_api::compress256(&mut self.state, &[block]);
             self.buf_len = 0;
         }
-        let whole = data.len() / 64 * 64;
-        // Batches of blocks let the SHA extensions run without a call per 64 bytes.
-        let mut blocks = Vec::with_capacity(64);
-        for chunk in data[..whole].chunks(64 * 64) {
-            blocks.clear();
-            blocks.extend(chunk.chunks_exact(64).map(|b| *GenericArray::from_slice(b)));
-            sha2::compress256(&mut self.state, &blocks);
-        }
-        let rest = &data[whole..];
+        // All whole blocks in one call, in place: the SHA extensions run without a copy.
+        let (blocks, rest) = data.as_chunks::<64>();
+        sha2::block_api::compress256(&mut self.state, blocks);
         self.buf[..rest.len()].copy_from_slice(rest);
         self.buf_len = rest.len();
     }
@@ -128,11 +125,8 @@ impl ResumableSha256 {
         tail[self.buf_len] = 0x80;
         let n = if self.buf_len < 56 { 64 } else { 128 };
         tail[n - 8..n].copy_from_slice(&bits.to_be_bytes());
-        let blocks: Vec<_> = tail[..n]
-            .chunks_exact(64)
-            .map(|b| *GenericArray::from_slice(b))
-            .collect();
-        sha2::compress256(&mut self.state, &blocks);
+        let (blocks, _) = tail[..n].as_chunks::<64>();
+        sha2::block_api::compress256(&mut self.state, blocks);
         let mut raw = [0u8; 32];
         for (i, w) in self.state.iter().enumerate() {
             raw[i * 4..i * 4 + 4].copy_from_slice(&w.to_be_bytes());
@@ -147,8 +141,9 @@ impl ResumableSha256 {
 pub struct StagedPart {
     pub part_number: i32,
     pub etag: String,
-    /// Base64 SHA-256 of the part, as S3 returns it.
-    pub checksum_sha256: String,
+    /// Base64 CRC64NVME of the part (big-endian), as sent with UploadPart; Complete combines
+    /// them into the whole object's.
+    pub checksum_crc64nvme: String,
     pub size: u64,
 }
 
@@ -156,6 +151,9 @@ pub struct StagedPart {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StagingRecord {
+    /// 2 since parts carry CRC64NVME. A version-1 record names an upload created for SHA-256
+    /// parts, which cannot be completed with CRC64NVME ones: it is ignored and the copy starts
+    /// over (the old upload goes with the bucket's abort-incomplete lifecycle rule).
     pub version: u32,
     pub digest: Digest,
     pub size: u64,
@@ -195,15 +193,15 @@ impl StagingRecord {
     /// Parts contiguous from 1, sizes adding up to `bytes_hashed`, all but the data fitting.
     fn consistent(&self) -> bool {
         let sum: u64 = self.parts.iter().map(|p| p.size).sum();
-        self.version == 1
+        self.version == RECORD_VERSION
             && sum == self.bytes_hashed
             && self.bytes_hashed < self.size
             && self.part_size > 0
-            && self
-                .parts
-                .iter()
-                .enumerate()
-                .all(|(i, p)| p.part_number == i as i32 + 1 && p.size == self.part_size)
+            && self.parts.iter().enumerate().all(|(i, p)| {
+                p.part_number == i as i32 + 1
+                    && p.size == self.part_size
+                    && crate::upload::crc64_from_b64(&p.checksum_crc64nvme).is_some()
+            })
             && self.hasher().is_some()
     }
 }
@@ -322,7 +320,7 @@ mod tests {
                 if let Some((state, n)) = h.boundary_state() {
                     let text = StagingRecord::encode_state(&state);
                     let rec = StagingRecord {
-                        version: 1,
+                        version: RECORD_VERSION,
                         digest: Digest::of(b""),
                         size: 0,
                         key: String::new(),

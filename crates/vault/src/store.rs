@@ -419,13 +419,22 @@ impl Vault {
         Ok(Some(body.into_bytes()))
     }
 
-    /// Streams an object's body (restore, deep verify).
+    /// Streams an object's body (restore, deep verify). Both callers hash every byte with
+    /// SHA-256 against the digest in the key and refuse a mismatch before the last byte, so
+    /// the SDK's own response check (by default a second SHA-256 over every single-PUT blob)
+    /// is switched off here: one SHA-256 pass per byte on restore too.
     pub async fn get_stream(&self, key: &str) -> Result<(u64, ByteStream), VaultError> {
         let out = self
             .s3
             .get_object()
             .bucket(&self.loc.bucket)
             .key(key)
+            .customize()
+            .config_override(
+                aws_sdk_s3::config::Builder::default().response_checksum_validation(
+                    aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+                ),
+            )
             .send()
             .await
             .map_err(|e| VaultError::s3("GetObject", &self.loc.bucket, key, e))?;
