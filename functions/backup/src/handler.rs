@@ -225,6 +225,10 @@ impl App {
         if action == "DELETE" {
             return self.audit_delete(e).await;
         }
+        if let Some(why) = trigger::push::unselected(&self.cfg.filters, &a.repository) {
+            let skip = why.skipped(&a.repository, &a.digest, FILTER_SETTINGS);
+            return Ok(not_run(trigger::PUSH, skip));
+        }
         let image = format!("{}@{}", a.repository, a.digest);
         let source = self.source().await?;
         let opts = self.options(trigger::PUSH, deadline);

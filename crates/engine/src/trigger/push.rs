@@ -27,6 +27,12 @@ pub enum PushOutcome {
     Ran(Box<BackupReport>),
 }
 
+/// Why a push needs no run before anything is looked up: its repository is not selected. The
+/// adapter asks this before it connects, so a push the filters leave out costs no ECR call.
+pub fn unselected(filters: &crate::Filters, repo: &RepoName) -> Option<NotRun> {
+    (!filters.repository(repo.as_str())).then_some(NotRun::NotSelected(Unselected::Repository))
+}
+
 pub async fn push(
     source: &Source,
     vault: &Vault,
