@@ -268,7 +268,10 @@ async fn a_registry_without_a_catalog_is_backed_up_by_naming_its_repositories() 
         .error;
     assert!(why.contains("--repository NAME"), "{why}");
 
-    let names = pushed.iter().map(|p| p.repo.clone()).collect();
+    // A named repository that does not exist is absent, not a failure, and the run says so.
+    let absent = format!("{ns}/never-pushed");
+    let mut names: Vec<String> = pushed.iter().map(|p| p.repo.clone()).collect();
+    names.push(absent.clone());
     let named = Filters::new(FilterSpec {
         repositories: names,
         ..Default::default()
@@ -276,6 +279,14 @@ async fn a_registry_without_a_catalog_is_backed_up_by_naming_its_repositories() 
     .unwrap();
     let b = run(named).await;
     assert!(b.failures.is_empty(), "{:#?}", b.failures);
+    assert!(b.complete);
+    assert!(
+        b.warnings
+            .iter()
+            .any(|w| w.contains(&absent) && w.contains("not found")),
+        "{:#?}",
+        b.warnings
+    );
     assert_eq!(b.counts.images_copied, pushed.len() as u64);
     let dst = Registry::start().await.unwrap();
     restore_into(&vault, &registry_client(&dst).unwrap(), &ns).await;

@@ -266,10 +266,13 @@ async fn list_registry(
     for repo in repos {
         let raw_tags = match registry.list_tags(&repo).await {
             Ok(t) => t,
-            // Named by the user: a missing repository is an error, not an empty one.
+            // Named but absent (never pushed, or deleted): the snapshot truly holds nothing
+            // from it, as a catalog listing would say, so it stays complete; the warning
+            // catches a misspelt name.
             Err(e) if e.is_not_found() && named.is_some() => {
-                let why = format!("repository not found in the registry: {e}");
-                out.failures.push(failure(repo.as_str(), "tags", why));
+                out.warnings.push(format!(
+                    "{repo}: repository not found in the registry, nothing backed up from it ({e})"
+                ));
                 continue;
             }
             Err(e) if e.is_not_found() => continue, // deleted since the catalog was read
