@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod backup;
+pub mod config;
 pub mod context;
 pub mod copy;
 pub mod cost;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ecr_vault_engine::{FilterSpec, Filters, VaultConfig, defaults};
+use ecr_vault_engine::{Filters, VaultConfig, defaults};
 use ecr_vault_fn_common::{ConfigError, Env};
 
 /// Lambda's longest timeout, assumed when the runtime reports no usable deadline.
@@ -34,30 +34,14 @@ pub struct Config {
 
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let spec = FilterSpec {
-            repositories: env.list("ECR_VAULT_REPOSITORIES"),
-            exclude_repositories: env.list("ECR_VAULT_EXCLUDE_REPOSITORIES"),
-            tags: env.list("ECR_VAULT_TAGS"),
-            exclude_tags: env.list("ECR_VAULT_EXCLUDE_TAGS"),
-        };
-        let filters = Filters::new(spec).map_err(|e| {
-            ConfigError(format!(
-                "ECR_VAULT_REPOSITORIES / ECR_VAULT_EXCLUDE_REPOSITORIES / ECR_VAULT_TAGS / \
-                 ECR_VAULT_EXCLUDE_TAGS: {e}"
-            ))
-        })?;
         let secs = |k: &str, default: Duration, min: u64, max: u64| {
             env.int(k, default.as_secs(), min..=max)
                 .map(Duration::from_secs)
         };
         Ok(Config {
-            vault: env.vault()?,
-            filters,
-            image_concurrency: env.int(
-                "ECR_VAULT_IMAGE_CONCURRENCY",
-                defaults::IMAGE_CONCURRENCY,
-                1..=1024,
-            )?,
+            vault: env.vault(defaults::FUNCTION_PARTS_IN_FLIGHT)?,
+            filters: env.filters()?,
+            image_concurrency: env.image_concurrency()?,
             registry_url: env.url("ECR_VAULT_REGISTRY_URL")?,
             deadline_margin: secs(
                 "ECR_VAULT_DEADLINE_MARGIN_SECS",
