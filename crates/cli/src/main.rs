@@ -10,6 +10,7 @@ use clap::Parser;
 
 mod args;
 mod commands;
+mod config;
 mod credentials;
 mod output;
 mod progress;
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
             return ExitCode::from(output::EXIT_RUN);
         }
     };
-    match rt.block_on(commands::run(cli.command)) {
+    match rt.block_on(commands::run(cli.command, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -28,6 +28,7 @@ pub struct Invalid(pub String);
 pub fn error_code(e: &anyhow::Error) -> u8 {
     let invalid = e.chain().any(|c| {
         c.is::<Invalid>()
+            || c.is::<ecr_vault_engine::config::ConfigError>()
             || matches!(
                 c.downcast_ref::<ecr_vault_engine::EngineError>(),
                 Some(ecr_vault_engine::EngineError::Config(_))

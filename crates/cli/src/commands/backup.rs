@@ -2,10 +2,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use ecr_vault_engine::{BackupOptions, VaultConfig, aws_config, defaults, open_source, open_vault};
-use ecr_vault_vault::LockMode;
+use std::path::PathBuf;
+
+use ecr_vault_engine::{BackupOptions, aws_config, defaults, open_source, open_vault};
 
 use crate::args::{FilterArgs, LockArgs, Output, RegistryArgs, VaultArgs};
+use crate::config::{self, Flags};
 use crate::{output, progress};
 
 #[derive(Args)]
@@ -18,23 +20,24 @@ pub struct BackupArgs {
     filters: FilterArgs,
     #[command(flatten)]
     lock: LockArgs,
-    /// COMPLIANCE (nobody can shorten) or GOVERNANCE (bypass permission can).
-    #[arg(long, default_value = "compliance", env = "ECR_VAULT_LOCK_MODE")]
-    lock_mode: LockMode,
-    /// Images copied at once.
-    #[arg(long, default_value_t = defaults::IMAGE_CONCURRENCY, env = "ECR_VAULT_IMAGE_CONCURRENCY")]
-    image_concurrency: usize,
+    /// COMPLIANCE (nobody can shorten) or GOVERNANCE (bypass permission can) [default:
+    /// COMPLIANCE].
+    #[arg(long)]
+    lock_mode: Option<String>,
+    /// Images copied at once [default: 4].
+    #[arg(long)]
+    image_concurrency: Option<usize>,
     /// Blob transfers at once.
     #[arg(long, default_value_t = defaults::BLOB_CONCURRENCY)]
     blob_concurrency: usize,
-    /// Multipart part size in MiB (also the largest single PUT).
-    #[arg(long, default_value_t = defaults::PART_SIZE_MIB, env = "ECR_VAULT_PART_SIZE_MIB")]
-    part_size_mib: usize,
-    /// Part buffers in memory at once; peak buffer memory is part size × this.
-    #[arg(long, default_value_t = defaults::PARTS_IN_FLIGHT, env = "ECR_VAULT_PARTS_IN_FLIGHT")]
-    parts_in_flight: usize,
+    /// Multipart part size in MiB (also the largest single PUT) [default: 16].
+    #[arg(long)]
+    part_size_mib: Option<usize>,
+    /// Part buffers in memory at once; peak buffer memory is part size × this [default: 6].
+    #[arg(long)]
+    parts_in_flight: Option<usize>,
     /// Storage class for blobs: STANDARD, STANDARD_IA, INTELLIGENT_TIERING, GLACIER_IR.
-    #[arg(long, env = "ECR_VAULT_STORAGE_CLASS")]
+    #[arg(long)]
     storage_class: Option<String>,
     /// Do not look up OCI referrers (signatures, SBOMs) of new images.
     #[arg(long)]
@@ -43,27 +46,29 @@ pub struct BackupArgs {
     output: Output,
 }
 
-pub async fn run(a: BackupArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: BackupArgs, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut f = Flags::default();
+    a.registry.flags(&mut f);
+    a.vault.flags(&mut f);
+    a.filters.flags(&mut f);
+    a.lock.flags(&mut f);
+    f.one("ECR_VAULT_LOCK_MODE", a.lock_mode.as_ref())
+        .one("ECR_VAULT_IMAGE_CONCURRENCY", a.image_concurrency)
+        .one("ECR_VAULT_PART_SIZE_MIB", a.part_size_mib)
+        .one("ECR_VAULT_PARTS_IN_FLIGHT", a.parts_in_flight)
+        .one("ECR_VAULT_STORAGE_CLASS", a.storage_class.as_ref());
+    let s = config::settings(f, config)?;
     let sdk = aws_config().await;
-    let vault = open_vault(
-        &sdk,
-        &VaultConfig {
-            uri: a.vault.vault.clone(),
-            lock: a.lock.policy(a.lock_mode),
-            part_size_mib: a.part_size_mib,
-            parts_in_flight: a.parts_in_flight,
-            storage_class: a.storage_class.clone(),
-        },
-    )?;
+    let vault = open_vault(&sdk, &s.vault(defaults::PARTS_IN_FLIGHT)?)?;
     let opts = BackupOptions {
-        filters: a.filters.filters()?,
-        image_concurrency: a.image_concurrency,
+        filters: s.filters()?,
+        image_concurrency: s.image_concurrency()?,
         blob_concurrency: a.blob_concurrency,
         trigger: "manual".into(),
         referrers: !a.no_referrers,
         ..BackupOptions::default()
     };
-    let source = open_source(&sdk, &a.registry.config()?)
+    let source = open_source(&sdk, &a.registry.config(&s)?)
         .await
         .context("connecting to the source registry")?;
     let bar = progress::for_output(a.output);

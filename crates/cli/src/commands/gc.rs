@@ -2,28 +2,32 @@ use std::process::ExitCode;
 
 use clap::Args;
 use ecr_vault_engine::gc::GcOptions;
-use ecr_vault_engine::{aws_config, defaults, open_vault_at};
+use std::path::PathBuf;
+
+use ecr_vault_engine::{aws_config, open_vault_at};
 
 use crate::args::{Output, VaultArgs};
+use crate::config::{self, Flags};
 use crate::output;
 
 #[derive(Args)]
 pub struct GcArgs {
     #[command(flatten)]
     vault: VaultArgs,
-    /// Keep the newest N snapshots (the latest is always kept).
-    #[arg(long, default_value_t = defaults::GC_KEEP_LAST, env = "ECR_VAULT_GC_KEEP_LAST")]
-    keep_last: usize,
-    /// Keep the newest snapshot of each day for this many days.
-    #[arg(long, default_value_t = defaults::GC_KEEP_DAILY_DAYS, env = "ECR_VAULT_GC_KEEP_DAILY")]
-    keep_daily: u32,
-    /// Keep the newest snapshot of each month for this many months.
-    #[arg(long, default_value_t = defaults::GC_KEEP_MONTHLY_MONTHS, env = "ECR_VAULT_GC_KEEP_MONTHLY")]
-    keep_monthly: u32,
+    /// Keep the newest N snapshots of each group; at least 1 (the latest is always kept)
+    /// [default: 30].
+    #[arg(long)]
+    keep_last: Option<usize>,
+    /// Keep the newest snapshot of each day for this many days [default: 35].
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each month for this many months [default: 12].
+    #[arg(long)]
+    keep_monthly: Option<u32>,
     /// Abort multipart uploads started more than this many days ago (unless a recent staging
-    /// record names them).
-    #[arg(long, default_value_t = defaults::GC_UPLOAD_DAYS, env = "ECR_VAULT_GC_UPLOAD_DAYS")]
-    abandoned_upload_days: u32,
+    /// record names them) [default: 7].
+    #[arg(long)]
+    abandoned_upload_days: Option<u32>,
     /// Delete what the plan lists. Without it, gc only prints the plan.
     #[arg(long)]
     apply: bool,
@@ -35,17 +39,18 @@ pub struct GcArgs {
     output: Output,
 }
 
-pub async fn run(a: GcArgs) -> anyhow::Result<ExitCode> {
-    let vault = open_vault_at(&aws_config().await, &a.vault.vault)?;
+pub async fn run(a: GcArgs, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut f = Flags::default();
+    a.vault.flags(&mut f);
+    f.one("ECR_VAULT_GC_KEEP_LAST", a.keep_last)
+        .one("ECR_VAULT_GC_KEEP_DAILY", a.keep_daily)
+        .one("ECR_VAULT_GC_KEEP_MONTHLY", a.keep_monthly)
+        .one("ECR_VAULT_GC_UPLOAD_DAYS", a.abandoned_upload_days);
+    let s = config::settings(f, config)?;
+    let vault = open_vault_at(&aws_config().await, &s.vault_uri()?)?;
     let opts = GcOptions {
-        keep_last: a.keep_last,
-        keep_daily_days: a.keep_daily,
-        keep_monthly_months: a.keep_monthly,
-        abandoned_upload_age: std::time::Duration::from_secs(
-            u64::from(a.abandoned_upload_days) * 24 * 3600,
-        ),
         bypass_governance: a.bypass_governance,
-        ..GcOptions::default()
+        ..s.gc_options()?
     };
     let report = ecr_vault_engine::gc::gc(&vault, &opts, a.apply).await?;
     output::print(a.output, &report, output::gc)?;

@@ -2,10 +2,12 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
-use ecr_vault_engine::{PlanOptions, VaultConfig, aws_config, defaults, open_source, open_vault};
-use ecr_vault_vault::LockPolicy;
+use std::path::PathBuf;
+
+use ecr_vault_engine::{PlanOptions, aws_config, defaults, open_source, open_vault};
 
 use crate::args::{FilterArgs, LockArgs, Output, RegistryArgs, VaultArgs};
+use crate::config::{self, Flags};
 use crate::output;
 
 #[derive(Args)]
@@ -32,23 +34,22 @@ pub struct PlanArgs {
     output: Output,
 }
 
-pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: PlanArgs, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut f = Flags::default();
+    a.registry.flags(&mut f);
+    a.vault.flags(&mut f);
+    a.filters.flags(&mut f);
+    a.lock.flags(&mut f);
+    let s = config::settings(f, config)?;
     let sdk = aws_config().await;
-    let vault = open_vault(
-        &sdk,
-        &VaultConfig {
-            uri: a.vault.vault.clone(),
-            lock: a.lock.policy(LockPolicy::default().mode),
-            ..VaultConfig::default()
-        },
-    )?;
+    let vault = open_vault(&sdk, &s.vault(defaults::PARTS_IN_FLIGHT)?)?;
     let opts = PlanOptions {
-        filters: a.filters.filters()?,
+        filters: s.filters()?,
         concurrency: a.concurrency,
         fetch_sizes: a.sizes,
         lease: None,
     };
-    let source = open_source(&sdk, &a.registry.config()?)
+    let source = open_source(&sdk, &a.registry.config(&s)?)
         .await
         .context("connecting to the source registry")?;
     let p = ecr_vault_engine::plan(&source, &vault, &opts).await?;

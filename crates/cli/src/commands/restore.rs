@@ -6,7 +6,12 @@ use ecr_vault_engine::{
     Mapping, RestoreRequest, SnapshotSel, aws_config, open_source, open_vault_at,
 };
 
+use std::path::PathBuf;
+
+use ecr_vault_engine::config::{Layer, Settings};
+
 use crate::args::{FilterArgs, Output, RegistryArgs, VaultArgs};
+use crate::config::{self, Flags};
 use crate::output::{self, Invalid};
 use crate::progress;
 
@@ -46,7 +51,16 @@ pub struct RestoreArgs {
     output: Output,
 }
 
-pub async fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: RestoreArgs, config: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut f = Flags::default();
+    a.vault.flags(&mut f);
+    a.filters.flags(&mut f);
+    let s = config::settings(f, config)?;
+    // The target is chosen per restore, never taken from the file's source: a restore into
+    // the registry a file names for backups must be asked for.
+    let mut f = Flags::default();
+    a.registry.flags(&mut f);
+    let target_settings = Settings::new(vec![Layer::flags(f.into_inner()), Layer::env()]);
     let digests = a
         .digests
         .iter()
@@ -56,7 +70,7 @@ pub async fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         .collect::<Result<Vec<_>, _>>()?;
     let req = RestoreRequest {
         snapshot: SnapshotSel::parse(a.snapshot.as_deref(), a.as_of.as_deref())?,
-        filters: a.filters.filters()?,
+        filters: s.filters()?,
         digests,
         mapping: Mapping {
             renames: Mapping::parse_pairs(&a.renames, "--rename")?,
@@ -67,8 +81,8 @@ pub async fn run(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         concurrency: a.concurrency,
     };
     let sdk = aws_config().await;
-    let vault = open_vault_at(&sdk, &a.vault.vault)?;
-    let target = open_source(&sdk, &a.registry.config()?)
+    let vault = open_vault_at(&sdk, &s.vault_uri()?)?;
+    let target = open_source(&sdk, &a.registry.config(&target_settings)?)
         .await
         .context("connecting to the target registry")?;
     let bar = progress::for_output(a.output);

@@ -19,8 +19,8 @@ pub struct ShowArgs {
     output: Output,
 }
 
-pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
-    let vault = open_vault_at(&aws_config().await, &a.vault.vault)?;
+pub async fn run(a: ShowArgs, config: Option<&std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    let vault = open_vault_at(&aws_config().await, &a.vault.uri(config)?)?;
     if a.what == "latest" {
         let latest = ecr_vault_engine::latest(&vault)
             .await?

@@ -14,8 +14,11 @@ pub struct SnapshotsArgs {
     output: Output,
 }
 
-pub async fn run(a: SnapshotsArgs) -> anyhow::Result<ExitCode> {
-    let vault = open_vault_at(&aws_config().await, &a.vault.vault)?;
+pub async fn run(
+    a: SnapshotsArgs,
+    config: Option<&std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let vault = open_vault_at(&aws_config().await, &a.vault.uri(config)?)?;
     let rows = ecr_vault_engine::select::summaries(&vault).await?;
     output::print(a.output, rows.as_slice(), output::snapshots)?;
     Ok(ExitCode::SUCCESS)

@@ -20,13 +20,13 @@ pub struct VerifyArgs {
     output: Output,
 }
 
-pub async fn run(a: VerifyArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(a: VerifyArgs, config: Option<&std::path::PathBuf>) -> anyhow::Result<ExitCode> {
     let sel = a
         .snapshot
         .as_deref()
         .map(|s| SnapshotSel::parse(Some(s), None))
         .transpose()?;
-    let vault = open_vault_at(&aws_config().await, &a.vault.vault)?;
+    let vault = open_vault_at(&aws_config().await, &a.vault.uri(config)?)?;
     let report = ecr_vault_engine::verify(&vault, sel.as_ref(), a.deep).await?;
     output::print(a.output, &report, output::verify)?;
     Ok(output::finished(!report.ok()))

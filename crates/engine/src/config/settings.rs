@@ -140,6 +140,18 @@ impl Settings {
         })
     }
 
+    /// The value of a schema key and where it was given (`--flag`, the variable, or the
+    /// file's path), for `ecr-vault config check`.
+    pub fn source_of(&self, key: &Key) -> Option<(String, String)> {
+        let id = key.id();
+        let g = self.given(id)?;
+        let value = match g.value {
+            Raw::One(s) => s,
+            Raw::Many(v) => v.join(", "),
+        };
+        Some((value, g.name))
+    }
+
     /// The trimmed value; a list's items joined by commas.
     pub fn var(&self, id: &str) -> Option<String> {
         self.given(id).map(|g| match g.value {
