@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ecr_vault_backup_fn::event::{EcrImageActionDetail, classify, image_action, parse_work_item};
+use ecr_vault_engine::restore_request::RestorePayload;
 use ecr_vault_engine::{
     BackupOptions, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, backup, restore,
 };
 use ecr_vault_registry::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
 use ecr_vault_registry::{Digest, ImageRef, Manifest, RepoName, Tag};
-use ecr_vault_restore_fn::request::Request;
 use ecr_vault_testkit::{Fault, FaultProxy, ImageBuilder, Registry, Rule, Stack, unique_name};
 use ecr_vault_tests::{check_vault, lock, new_vault, registry_source, snapshot_names};
 use ecr_vault_vault::{VaultLocation, VaultOptions};
@@ -541,7 +541,7 @@ fn restore_requests_with_missing_or_mistyped_fields_are_refused() {
     ];
     for (req, needles) in parse_cases {
         let what = req.to_string();
-        refused(&what, Request::parse(req), &needles);
+        refused(&what, RestorePayload::parse(req), &needles);
     }
     let engine_cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({"snapshot": "../x"}), vec!["snapshot"]),
@@ -559,7 +559,7 @@ fn restore_requests_with_missing_or_mistyped_fields_are_refused() {
     for (mut req, needles) in engine_cases {
         req["target"] = json!({"registry": "ecr"});
         let what = req.to_string();
-        let parsed = Request::parse(req).unwrap();
+        let parsed = RestorePayload::parse(req).unwrap();
         refused(&what, parsed.engine_request(), &needles);
     }
 }
