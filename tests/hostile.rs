@@ -13,8 +13,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ecr_vault_backup_fn::event::{EcrImageActionDetail, classify, image_action, parse_work_item};
+use ecr_vault_backup_fn::event::classify;
 use ecr_vault_engine::restore_request::RestorePayload;
+use ecr_vault_engine::trigger::{EcrImageActionDetail, decode_body};
 use ecr_vault_engine::{
     BackupOptions, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, backup, restore,
 };
@@ -414,7 +415,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
         image_tag: Some("v1".into()),
         ..Default::default()
     };
-    assert!(image_action(&ok).is_ok());
+    assert!(ok.image().is_ok());
     let cases: Vec<(EcrImageActionDetail, &str)> = vec![
         (
             EcrImageActionDetail {
@@ -453,7 +454,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
         ),
     ];
     for (d, needle) in cases {
-        refused(&format!("{d:?}"), image_action(&d), &[needle]);
+        refused(&format!("{d:?}"), d.image(), &[needle]);
     }
 }
 
@@ -461,7 +462,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
 fn work_items_with_missing_or_mistyped_fields_are_refused() {
     let ok = json!({"action": "backup-image", "repository": "team/app", "digest": SHA_A,
                     "tags": ["v1"], "run": "20261124T020000000Z-a1b2c3"});
-    assert!(parse_work_item(Some(&ok.to_string())).is_ok());
+    assert!(decode_body(Some(&ok.to_string())).is_ok());
     let with = |k: &str, v: Value| {
         let mut o = ok.clone();
         o[k] = v;
@@ -504,7 +505,7 @@ fn work_items_with_missing_or_mistyped_fields_are_refused() {
     ];
     for (body, needles) in cases {
         let what = format!("{body:?}");
-        refused(&what, parse_work_item(body.as_deref()), &needles);
+        refused(&what, decode_body(body.as_deref()), &needles);
     }
 }
 

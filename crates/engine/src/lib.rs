@@ -40,6 +40,13 @@ pub use select::{Latest, SnapshotSel, latest};
 pub use source::{Listing, Source, SourceImage, Target};
 pub use verify::{VerifyReport, verify};
 
+/// A short, escaped rendering of an untrusted string (event fields, message bodies), for
+/// errors and logs: at most 100 characters, quoted, control characters escaped.
+pub fn shown(s: &str) -> String {
+    let t: String = s.chars().take(100).collect();
+    format!("{t:?}")
+}
+
 /// Errors that stop a whole run (as opposed to one image, which is recorded and skipped).
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

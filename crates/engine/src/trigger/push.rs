@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{Skip, Vault};
 
+use super::ActionImage;
 use crate::lookup::{self, Lookup, Unselected};
 use crate::{
     BackupOptions, BackupReport, EngineError, Listing, NoProgress, Source, backup_listing,
@@ -29,18 +29,18 @@ pub enum PushOutcome {
 
 /// Why a push needs no run before anything is looked up: its repository is not selected. The
 /// adapter asks this before it connects, so a push the filters leave out costs no ECR call.
-pub fn unselected(filters: &crate::Filters, repo: &RepoName) -> Option<NotRun> {
-    (!filters.repository(repo.as_str())).then_some(NotRun::NotSelected(Unselected::Repository))
+pub fn unselected(filters: &crate::Filters, image: &ActionImage) -> Option<NotRun> {
+    let selected = filters.repository(image.repository.as_str());
+    (!selected).then_some(NotRun::NotSelected(Unselected::Repository))
 }
 
 pub async fn push(
     source: &Source,
     vault: &Vault,
-    repo: &RepoName,
-    digest: &Digest,
-    tag: Option<&Tag>,
+    pushed: &ActionImage,
     opts: &BackupOptions,
 ) -> Result<PushOutcome, EngineError> {
+    let (repo, digest, tag) = (&pushed.repository, &pushed.digest, pushed.tag.as_ref());
     let (image, warnings) = match lookup::pushed(source, &opts.filters, repo, digest, tag).await? {
         Lookup::Found { image, warnings } => (image, warnings),
         Lookup::Gone => return Ok(PushOutcome::NotRun(NotRun::Gone)),
@@ -59,7 +59,7 @@ pub async fn push(
 impl NotRun {
     /// The skip record of a push that needed no run; `filters` names the settings that select
     /// images where the caller configures them.
-    pub fn skipped(self, repo: &RepoName, digest: &Digest, filters: [&str; 2]) -> Skip {
+    pub fn skipped(self, image: &ActionImage, filters: [&str; 2]) -> Skip {
         let why = match self {
             NotRun::Gone => {
                 "image no longer in ECR (deleted since the push); nothing to back up".to_owned()
@@ -73,8 +73,8 @@ impl NotRun {
             NotRun::NotSelected(Unselected::Tags) => format!("no tag selected by {}", filters[1]),
         };
         Skip {
-            repository: repo.to_string(),
-            reference: digest.to_string(),
+            repository: image.repository.to_string(),
+            reference: image.digest.to_string(),
             error: why,
         }
     }
