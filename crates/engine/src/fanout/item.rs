@@ -28,7 +28,10 @@ struct Body {
     run: Option<String>,
 }
 
-/// A validated work item.
+/// A work item as a worker receives it, validated: one image to capture, the tags it is
+/// captured under, and the run that asked. The run's side of the same image, with what the
+/// listing knew, is [`ExpectedImage`]; one delivery of the message is
+/// [`crate::trigger::Delivery`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkItem {
     pub repository: RepoName,

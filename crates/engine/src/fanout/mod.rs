@@ -44,7 +44,7 @@ pub use finalise::{Finalised, PendingReport, PendingRun, finalise_pending};
 pub use item::{WORK_ACTION, WorkItem};
 pub use queue::{FanoutReport, fan_out};
 pub use state::{DoneMarker, ExpectedImage, FailedMarker, RunManifest, read_manifest};
-pub use worker::{Unavailable, WorkImage, WorkReport, work};
+pub use worker::{Attempt, Unavailable, WorkReport, work};
 
 /// When a scheduled run fans out, and how completion is judged.
 #[derive(Clone, Debug)]

@@ -11,7 +11,7 @@ use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{SnapshotId, Vault};
 use futures::StreamExt as _;
 
-use crate::fanout::{self, RunManifest, Unavailable, WorkImage, WorkItem, WorkReport};
+use crate::fanout::{self, Attempt, RunManifest, Unavailable, WorkItem, WorkReport};
 use crate::lookup::{self, Lookup};
 use crate::{BackupOptions, BackupReport, Listing, NoProgress, Source, backup_listing};
 
@@ -141,7 +141,7 @@ struct Wanted {
 /// The items of one fanned-out run in a batch.
 #[derive(Default)]
 struct FannedItems<'a> {
-    images: Vec<WorkImage>,
+    images: Vec<Attempt>,
     unavailable: Vec<Unavailable>,
     ids: BTreeMap<(RepoName, Digest), &'a Vec<String>>,
 }
@@ -221,7 +221,7 @@ pub async fn queued(
                 match run {
                     Some(run) => {
                         let f = fanned.entry(run).or_default();
-                        f.images.push(WorkImage {
+                        f.images.push(Attempt {
                             image: img,
                             last_attempt: w.receives >= max_receives,
                         });
