@@ -2,11 +2,10 @@
 //! classify happens in the adapter, the decisions happen here, the adapter only responds.
 //!
 //! - [`scheduled`]: finalise earlier fanned-out runs, plan, then back up inline or fan out;
-//! - [`image_action`]: an ECR image action's `detail`, validated: push, delete or ignore;
-//! - [`push`]: one pushed image, selected by the same rules as the nightly listing;
+//! - [`push`]: an ECR image action's `detail`, validated (push, delete or ignore), and the run
+//!   for one pushed image, selected by the same rules as the nightly listing;
 //! - [`queued`]: a batch of queued work items, for fanned-out runs or on their own.
 
-pub mod image_action;
 pub mod push;
 pub mod queued;
 pub mod scheduled;
@@ -17,8 +16,7 @@ use crate::BackupReport;
 use crate::fanout::Finalised;
 use crate::metrics::{backup_emf, finalised_emf};
 
-pub use image_action::{Action, ActionImage, EcrImageActionDetail, Refused};
-pub use push::{NotRun, PushOutcome, push};
+pub use push::{Action, ActionImage, EcrImageActionDetail, NotRun, PushOutcome, Refused, push};
 pub use queued::{Batch, Delivery, QueuedReport, decode_body, queued};
 pub use scheduled::{Queue, ScheduledReport, ScheduledRun, scheduled};
 
