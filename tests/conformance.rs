@@ -1018,7 +1018,7 @@ async fn every_request_the_code_sends_is_allowed_and_every_harmful_one_is_denied
     }
     println!(
         "restore to a non-approved target: refused by the restore function before any \
-         connection (functions/restore/src/egress.rs; tests/restore_egress.rs)"
+         connection (crates/engine/src/egress.rs; tests/restore_egress.rs)"
     );
     assert!(
         failures.is_empty(),

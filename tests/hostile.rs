@@ -13,13 +13,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ecr_vault_backup_fn::event::{EcrImageActionDetail, classify, image_action, parse_work_item};
+use ecr_vault_backup_fn::event::classify;
+use ecr_vault_engine::restore_request::RestorePayload;
+use ecr_vault_engine::trigger::{EcrImageActionDetail, decode_body};
 use ecr_vault_engine::{
     BackupOptions, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, backup, restore,
 };
 use ecr_vault_registry::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST};
 use ecr_vault_registry::{Digest, ImageRef, Manifest, RepoName, Tag};
-use ecr_vault_restore_fn::request::Request;
 use ecr_vault_testkit::{Fault, FaultProxy, ImageBuilder, Registry, Rule, Stack, unique_name};
 use ecr_vault_tests::{check_vault, lock, new_vault, registry_source, snapshot_names};
 use ecr_vault_vault::{VaultLocation, VaultOptions};
@@ -414,7 +415,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
         image_tag: Some("v1".into()),
         ..Default::default()
     };
-    assert!(image_action(&ok).is_ok());
+    assert!(ok.image().is_ok());
     let cases: Vec<(EcrImageActionDetail, &str)> = vec![
         (
             EcrImageActionDetail {
@@ -453,7 +454,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
         ),
     ];
     for (d, needle) in cases {
-        refused(&format!("{d:?}"), image_action(&d), &[needle]);
+        refused(&format!("{d:?}"), d.image(), &[needle]);
     }
 }
 
@@ -461,7 +462,7 @@ fn ecr_image_actions_with_bad_fields_are_refused() {
 fn work_items_with_missing_or_mistyped_fields_are_refused() {
     let ok = json!({"action": "backup-image", "repository": "team/app", "digest": SHA_A,
                     "tags": ["v1"], "run": "20261124T020000000Z-a1b2c3"});
-    assert!(parse_work_item(Some(&ok.to_string())).is_ok());
+    assert!(decode_body(Some(&ok.to_string())).is_ok());
     let with = |k: &str, v: Value| {
         let mut o = ok.clone();
         o[k] = v;
@@ -504,7 +505,7 @@ fn work_items_with_missing_or_mistyped_fields_are_refused() {
     ];
     for (body, needles) in cases {
         let what = format!("{body:?}");
-        refused(&what, parse_work_item(body.as_deref()), &needles);
+        refused(&what, decode_body(body.as_deref()), &needles);
     }
 }
 
@@ -541,7 +542,7 @@ fn restore_requests_with_missing_or_mistyped_fields_are_refused() {
     ];
     for (req, needles) in parse_cases {
         let what = req.to_string();
-        refused(&what, Request::parse(req), &needles);
+        refused(&what, RestorePayload::parse(req), &needles);
     }
     let engine_cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({"snapshot": "../x"}), vec!["snapshot"]),
@@ -559,7 +560,7 @@ fn restore_requests_with_missing_or_mistyped_fields_are_refused() {
     for (mut req, needles) in engine_cases {
         req["target"] = json!({"registry": "ecr"});
         let what = req.to_string();
-        let parsed = Request::parse(req).unwrap();
+        let parsed = RestorePayload::parse(req).unwrap();
         refused(&what, parsed.engine_request(), &needles);
     }
 }

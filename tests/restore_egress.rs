@@ -1,4 +1,4 @@
-//! Where the restore function may push (functions/restore/src/egress.rs, decision 0008): the
+//! Where the restore function may push (crates/engine/src/egress.rs, decision 0008): the
 //! real function binary behind cargo-lambda's emulator (`lambda_emulator.rs`), a vault filled
 //! by a real backup, and target registries behind the fault proxy so a refused target can be
 //! shown to have received not one request. Credentials for an approved registry live in
@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use ecr_vault_engine::egress::TEST_ALLOW_LOOPBACK_VAR;
 use ecr_vault_engine::{BackupOptions, FilterSpec, Filters, NoProgress, backup};
-use ecr_vault_restore_fn::egress::TEST_ALLOW_LOOPBACK_VAR;
 use ecr_vault_testkit::fixtures::ImageBuilder;
 use ecr_vault_testkit::{FaultProxy, Registry, Stack, skopeo_digest, unique_name};
 use ecr_vault_tests::{lock, new_vault, registry_source};

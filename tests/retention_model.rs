@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::Utc;
-use ecr_vault_engine::fanout::{self, FanoutInput, FanoutOptions, WorkImage};
+use ecr_vault_engine::fanout::{self, Attempt, FanoutInput, FanoutOptions};
 use ecr_vault_engine::gc::{GcOptions, gc};
 use ecr_vault_engine::lease::LeaseRequest;
 use ecr_vault_engine::{
@@ -319,7 +319,7 @@ impl Model {
             for m in messages {
                 let body: serde_json::Value = serde_json::from_str(m.body().unwrap()).unwrap();
                 assert_eq!(body["run"], report.run.as_str());
-                images.push(WorkImage {
+                images.push(Attempt {
                     image: SourceImage {
                         repo: RepoName::parse(body["repository"].as_str().unwrap()).unwrap(),
                         digest: Digest::parse(body["digest"].as_str().unwrap()).unwrap(),

@@ -509,7 +509,7 @@ fn restore_function_gets_its_egress_rule_and_never_the_test_loopback_switch() {
     assert_eq!(t["Parameters"]["ApprovedRestoreRegistries"]["Default"], "");
     let text = std::fs::read_to_string(repo_file("template.yaml")).unwrap();
     assert!(
-        !text.contains(ecr_vault_restore_fn::egress::TEST_ALLOW_LOOPBACK_VAR),
+        !text.contains(ecr_vault_engine::egress::TEST_ALLOW_LOOPBACK_VAR),
         "the template must never admit loopback restore targets"
     );
 }

@@ -2,7 +2,8 @@
 //! and ECR image actions. Refuse with a message, never panic.
 #![no_main]
 
-use ecr_vault_backup_fn::event::{Incoming, classify, image_action, parse_work_item};
+use ecr_vault_backup_fn::event::{Incoming, classify};
+use ecr_vault_engine::trigger::decode_body;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -10,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // The raw string as an SQS body.
-    if let Ok(item) = parse_work_item(Some(s)) {
+    if let Ok(item) = decode_body(Some(s)) {
         assert!(!item.repository.as_str().contains(".."));
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(s) else {
@@ -20,11 +21,12 @@ fuzz_target!(|data: &[u8]| {
         Ok(Incoming::Sqs(records)) => {
             for r in &records {
                 assert!(!r.message_id.is_empty());
-                let _ = parse_work_item(r.body.as_deref());
+                let _ = decode_body(r.body.as_deref());
             }
         }
         Ok(Incoming::EcrImageAction(e)) => {
-            if let Ok(a) = image_action(&e.detail) {
+            let _ = e.detail.action();
+            if let Ok(a) = e.detail.image() {
                 assert!(!a.repository.as_str().contains(".."));
             }
         }

@@ -7,14 +7,20 @@
 //! every tag points at the right digest, then delete the scratch repositories. The restore
 //! itself is [`crate::restore`] (which re-hashes every blob it streams from the vault), and the
 //! choice of snapshot is [`crate::select`] with [`SnapshotSel::Latest`].
+//!
+//! The schedule is here too ([`DrillEvent`]): the drill function is invoked daily, drills on
+//! its day of the month (or when forced), and emits `DrillChecks` on every invocation, so a
+//! broken schedule shows as missing checks within days, not a month later (CloudWatch alarms
+//! look back at most 7 days).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use chrono::{DateTime, Datelike as _, Utc};
 use ecr_vault_registry::{Digest, ManifestKind, Reference, RegistryClient, RepoName, Tag};
 use ecr_vault_vault::{Failure, Role, Vault};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
 use crate::filter::{FilterSpec, Filters};
@@ -57,6 +63,128 @@ pub struct DrillReport {
     /// Scratch repositories that could not be deleted (they stay under the prefix).
     pub cleanup_failures: Vec<Failure>,
     pub duration_ms: u64,
+}
+
+/// The schedule's input: `{"action": "drill"}`; a person may add `"force": true` (drill now)
+/// and a `"seed"` (repeat an earlier drill's sample).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DrillEvent {
+    #[serde(default)]
+    pub action: Option<String>,
+    #[serde(default)]
+    pub force: bool,
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+impl DrillEvent {
+    pub fn parse(payload: serde_json::Value) -> Result<Self, String> {
+        let e: DrillEvent =
+            serde_json::from_value(payload).map_err(|e| format!("invalid drill event: {e}"))?;
+        match e.action.as_deref() {
+            None | Some("drill") => Ok(e),
+            Some(other) => Err(format!(
+                "invalid drill event: action {other:?}, expected \"drill\""
+            )),
+        }
+    }
+
+    /// Whether this invocation drills: when forced, on `day_of_month` (UTC), or on every
+    /// invocation when `day_of_month` is 0.
+    pub fn due(&self, day_of_month: u32, now: DateTime<Utc>) -> bool {
+        self.force || day_of_month == 0 || now.day() == day_of_month
+    }
+
+    /// The options of a drill starting `now`: named by its start time, sampled by the event's
+    /// seed, or by the clock when the event names none.
+    pub fn options(&self, sample: usize, now: DateTime<Utc>) -> DrillOptions {
+        DrillOptions {
+            sample,
+            prefix: DRILL_PREFIX.to_owned(),
+            run: now.format("%Y%m%d-%H%M%S").to_string(),
+            seed: self.seed.unwrap_or(now.timestamp() as u64),
+        }
+    }
+}
+
+/// How a drill ended, for the invocation's result and alarms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrillVerdict {
+    Passed,
+    /// Some sampled image did not restore or verify, or the drill could not start.
+    Failed,
+    /// Passed, but scratch repositories could not be deleted.
+    LeftScratch,
+}
+
+impl DrillReport {
+    /// The report of a drill that could not start (no vault access, no snapshot): a failed
+    /// drill, so the alarms see it like any other.
+    pub fn not_started(seed: u64, error: String) -> Self {
+        DrillReport {
+            seed,
+            failures: vec![Failure {
+                repository: String::new(),
+                reference: String::new(),
+                error,
+            }],
+            ..DrillReport::default()
+        }
+    }
+
+    pub fn verdict(&self) -> DrillVerdict {
+        if !self.passed {
+            DrillVerdict::Failed
+        } else if !self.cleanup_failures.is_empty() {
+            DrillVerdict::LeftScratch
+        } else {
+            DrillVerdict::Passed
+        }
+    }
+
+    /// One line saying how the drill ended.
+    pub fn verdict_line(&self) -> String {
+        match self.verdict() {
+            DrillVerdict::Failed => format!(
+                "restore drill failed: {} of {} sampled image(s) verified",
+                self.images_verified, self.images_sampled
+            ),
+            DrillVerdict::LeftScratch => {
+                "restore drill passed, scratch repositories remain".to_owned()
+            }
+            DrillVerdict::Passed => "restore drill passed".to_owned(),
+        }
+    }
+}
+
+/// The scheduled drill: the vault at `vault_uri` into this account's ECR (`registry_url`
+/// overrides its endpoint). A drill that cannot start (no vault access, ECR unreachable, no
+/// snapshot) is reported as a failed drill, so the alarms see it like any other.
+pub async fn drill_ecr(
+    sdk: &aws_config::SdkConfig,
+    vault_uri: &str,
+    registry_url: Option<String>,
+    opts: &DrillOptions,
+) -> DrillReport {
+    let run = async {
+        let vault = crate::open_vault_at(sdk, vault_uri).map_err(|e| e.to_string())?;
+        let ecr = crate::RegistryConfig::Ecr {
+            registry_url,
+            registry_id: None,
+        };
+        let target = crate::open_source(sdk, &ecr)
+            .await
+            .map_err(|e| format!("target registry: {e}"))?;
+        drill(&vault, &target, opts)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    // Boxed: the nested futures are otherwise deep enough to hit the compiler's limit in the
+    // function that awaits this one.
+    Box::pin(run)
+        .await
+        .unwrap_or_else(|e| DrillReport::not_started(opts.seed, e))
 }
 
 /// Runs one drill against `target` (ECR: scratch repositories are created and deleted
@@ -321,6 +449,44 @@ mod tests {
             3,
             "a small vault is restored whole"
         );
+    }
+
+    #[test]
+    fn drills_on_its_day_or_when_forced() {
+        use chrono::TimeZone as _;
+        let first = Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap();
+        let second = Utc.with_ymd_and_hms(2026, 12, 2, 6, 0, 0).unwrap();
+        let scheduled = DrillEvent::parse(serde_json::json!({"action": "drill"})).unwrap();
+        assert!(scheduled.due(1, first));
+        assert!(!scheduled.due(1, second));
+        let forced = DrillEvent::parse(serde_json::json!({"force": true})).unwrap();
+        assert!(forced.due(1, second));
+        assert!(scheduled.due(0, second), "0 drills on every invocation");
+        let seeded = DrillEvent::parse(serde_json::json!({"seed": 42})).unwrap();
+        let opts = seeded.options(5, second);
+        assert_eq!((opts.seed, opts.run.as_str()), (42, "20261202-060000"));
+        assert_eq!(opts.prefix, DRILL_PREFIX);
+        assert_eq!(scheduled.options(5, second).seed, second.timestamp() as u64);
+    }
+
+    #[test]
+    fn bad_events_are_refused() {
+        assert!(DrillEvent::parse(serde_json::json!({"action": "backup"})).is_err());
+        assert!(DrillEvent::parse(serde_json::json!({"forse": true})).is_err());
+    }
+
+    #[test]
+    fn a_drill_that_did_not_start_failed_and_cleanup_is_judged_after_the_restore() {
+        let r = DrillReport::not_started(7, "the vault has no snapshots".into());
+        assert_eq!((r.verdict(), r.seed), (DrillVerdict::Failed, 7));
+        assert!(r.verdict_line().contains("0 of 0"), "{}", r.verdict_line());
+        let mut ok = DrillReport {
+            passed: true,
+            ..DrillReport::default()
+        };
+        assert_eq!(ok.verdict(), DrillVerdict::Passed);
+        ok.cleanup_failures = r.failures.clone();
+        assert_eq!(ok.verdict(), DrillVerdict::LeftScratch);
     }
 
     #[test]

@@ -173,6 +173,32 @@ impl GcReport {
     pub fn failed(&self) -> bool {
         !self.errors.is_empty()
     }
+
+    /// One structured log line for the run.
+    pub fn log(&self) {
+        tracing::info!(
+            applied = self.applied,
+            deleted = self.deleted,
+            bytes_deleted = self.bytes_deleted,
+            would_delete = self.plan.delete.len(),
+            bytes_reclaimable = self.plan.bytes_reclaimed,
+            uploads_aborted = self.uploads_aborted,
+            errors = self.errors.len(),
+            "gc finished"
+        );
+    }
+
+    /// The error of a run that left errors: their number and the first, so an alarm's
+    /// reader sees what to look at; `None` when the run left none.
+    pub fn failure_message(&self) -> Option<String> {
+        let first = self.errors.first()?;
+        Some(format!(
+            "gc finished with {} error(s); first: {}: {}",
+            self.errors.len(),
+            first.key,
+            first.reason
+        ))
+    }
 }
 
 /// Plans and, with `apply`, carries out a GC run.

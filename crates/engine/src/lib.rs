@@ -13,6 +13,7 @@ pub mod copy;
 pub mod cost;
 pub mod defaults;
 pub mod drill;
+pub mod egress;
 pub mod fanout;
 pub mod filter;
 pub mod gc;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod plan;
 pub mod progress;
 pub mod restore;
+pub mod restore_request;
 pub mod select;
 pub mod source;
 pub mod trigger;
@@ -38,6 +40,13 @@ pub use restore::{Mapping, RestoreReport, RestoreRequest, restore};
 pub use select::{Latest, SnapshotSel, latest};
 pub use source::{Listing, Source, SourceImage, Target};
 pub use verify::{VerifyReport, verify};
+
+/// A short, escaped rendering of an untrusted string (event fields, message bodies), for
+/// errors and logs: at most 100 characters, quoted, control characters escaped.
+pub fn shown(s: &str) -> String {
+    let t: String = s.chars().take(100).collect();
+    format!("{t:?}")
+}
 
 /// Errors that stop a whole run (as opposed to one image, which is recorded and skipped).
 #[derive(Debug, thiserror::Error)]

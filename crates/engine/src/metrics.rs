@@ -421,5 +421,15 @@ mod tests {
         let v: Value = serde_json::from_str(&gc_emf(&r, "gc", 7)).unwrap();
         assert_eq!(v["BytesReclaimed"], 300, "an applied run reports what went");
         assert_eq!(v["VersionsDeleted"], 2);
+        // The same report fails the gc function only when it left errors.
+        assert!(r.failure_message().is_none());
+        r.errors.push(crate::gc::Skipped {
+            key: "blobs/sha256/00".into(),
+            reason: "AccessDenied".into(),
+        });
+        assert_eq!(
+            r.failure_message().as_deref(),
+            Some("gc finished with 1 error(s); first: blobs/sha256/00: AccessDenied")
+        );
     }
 }

@@ -131,9 +131,49 @@ pub struct RestoreReport {
     pub duration_ms: u64,
 }
 
+/// Failures listed in full in [`RestoreReport::failure_message`]; the rest are counted.
+const FAILURES_SHOWN: usize = 50;
+
 impl RestoreReport {
     pub fn failed(&self) -> bool {
         !self.failures.is_empty()
+    }
+
+    /// One structured log line for the restore.
+    pub fn log(&self) {
+        tracing::info!(
+            images = self.images,
+            bytes = self.bytes_pushed,
+            failures = self.failures.len(),
+            dry_run = self.dry_run,
+            "restore finished"
+        );
+    }
+
+    /// The error of a restore that left failures, small enough for an asynchronous
+    /// invocation's OnFailure record (SNS accepts 256 KiB):
+    /// `restore failed for N of M image(s); first: <repo>@<ref>: <error>; report: {...}`. The
+    /// report keeps every count, the first [`FAILURES_SHOWN`] failures and no plan (the plan
+    /// lists every image and would not fit).
+    pub fn failure_message(&self) -> String {
+        use serde_json::Value;
+        let first = self.failures.first().map_or_else(String::new, |f| {
+            format!("; first: {}@{}: {}", f.repository, f.reference, f.error)
+        });
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.remove("plan");
+            m.insert("imagesRestored".into(), Value::from(self.plan.len()));
+            m.insert("failuresTotal".into(), Value::from(self.failures.len()));
+            if let Some(Value::Array(f)) = m.get_mut("failures") {
+                f.truncate(FAILURES_SHOWN);
+            }
+        }
+        format!(
+            "restore failed for {} of {} image(s){first}; report: {v}",
+            self.failures.len(),
+            self.images,
+        )
     }
 }
 
@@ -691,5 +731,34 @@ impl Restorer<'_> {
             }
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_names_the_first_failure_and_carries_a_bounded_report() {
+        let failure = |i: usize| Failure {
+            repository: format!("team/app{i}"),
+            reference: "sha256:00".into(),
+            error: "vault object blobs/sha256/00 is corrupt".into(),
+        };
+        let report = RestoreReport {
+            images: 500,
+            failures: (0..200).map(failure).collect(),
+            ..Default::default()
+        };
+        let m = report.failure_message();
+        assert!(
+            m.starts_with("restore failed for 200 of 500 image(s); first: team/app0@sha256:00")
+        );
+        let json = m.split_once("; report: ").unwrap().1;
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["failuresTotal"], 200);
+        assert_eq!(v["failures"].as_array().unwrap().len(), FAILURES_SHOWN);
+        assert!(v.get("plan").is_none());
+        assert!(m.len() < 64 * 1024);
     }
 }

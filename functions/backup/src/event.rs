@@ -9,49 +9,19 @@
 //!
 //! aws_lambda_events' SQS types make every field optional, so an S3 notification (also a
 //! `Records` array) would parse as an SQS event: the event source is checked explicitly.
-//! Anything else is refused with a description of what arrived.
+//! Anything else is refused with a description of what arrived. What the fields mean, and
+//! their validation, is the engine's: [`ecr_vault_engine::trigger`].
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsEvent;
-use ecr_vault_registry::{Digest, RepoName, Tag};
-use serde::{Deserialize, Serialize};
+use ecr_vault_engine::shown;
+use ecr_vault_engine::trigger::{Delivery, EcrImageActionDetail};
 use serde_json::Value;
-
-/// `detail` of an "ECR Image Action" event. There is no type for it in aws_lambda_events, and
-/// the schema is best-effort, so every field is optional.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub struct EcrImageActionDetail {
-    #[serde(default)]
-    pub result: Option<String>,
-    #[serde(default)]
-    pub repository_name: Option<String>,
-    #[serde(default)]
-    pub image_digest: Option<String>,
-    #[serde(default)]
-    pub action_type: Option<String>,
-    #[serde(default)]
-    pub image_tag: Option<String>,
-    #[serde(default)]
-    pub manifest_media_type: Option<String>,
-    #[serde(default)]
-    pub artifact_media_type: Option<String>,
-}
-
-/// One SQS record: its id (for `batchItemFailures`) and body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SqsRecord {
-    pub message_id: String,
-    pub body: Option<String>,
-    /// `attributes.ApproximateReceiveCount`: which delivery this is. With the queue's
-    /// maxReceiveCount it tells a worker that a failure now sends the item to the DLQ.
-    pub receive_count: Option<u32>,
-}
 
 /// A recognised event.
 #[derive(Debug)]
 pub enum Incoming {
-    Sqs(Vec<SqsRecord>),
+    Sqs(Vec<Delivery>),
     /// A full scheduled run; `shape` names which of the two schedule shapes it came in.
     Schedule {
         shape: &'static str,
@@ -78,12 +48,6 @@ impl std::fmt::Display for Unsupported {
 }
 
 impl std::error::Error for Unsupported {}
-
-/// A short, escaped rendering of an untrusted string.
-pub fn shown(s: &str) -> String {
-    let t: String = s.chars().take(100).collect();
-    format!("{t:?}")
-}
 
 fn describe_keys(map: &serde_json::Map<String, Value>) -> String {
     let keys: Vec<String> = map.keys().take(12).map(|k| shown(k)).collect();
@@ -218,55 +182,18 @@ fn classify_records(
                 "an SQS batch whose record {i} has no messageId"
             )));
         };
-        let receive_count = r
+        let receives = r
             .attributes
             .get("ApproximateReceiveCount")
-            .and_then(|c| c.parse().ok());
-        out.push(SqsRecord {
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        out.push(Delivery {
             message_id: id,
+            receives,
             body: r.body,
-            receive_count,
         });
     }
     Ok(Incoming::Sqs(out))
-}
-
-pub use ecr_vault_engine::fanout::WorkItem;
-
-/// Parses and validates one SQS body. The error says why the item is refused.
-pub fn parse_work_item(body: Option<&str>) -> Result<WorkItem, String> {
-    ecr_vault_engine::fanout::item::decode(body.ok_or("the message has no body")?)
-}
-
-/// The validated fields of an ECR image action.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageAction {
-    pub repository: RepoName,
-    pub digest: Digest,
-    pub tag: Option<Tag>,
-}
-
-/// Validates repository, digest and tag of an ECR image action; a clear error otherwise.
-pub fn image_action(d: &EcrImageActionDetail) -> Result<ImageAction, String> {
-    let repo = d
-        .repository_name
-        .as_deref()
-        .ok_or("detail.repository-name is missing")?;
-    let digest = d
-        .image_digest
-        .as_deref()
-        .ok_or("detail.image-digest is missing")?;
-    let repository = RepoName::parse(repo).map_err(|e| format!("detail.repository-name: {e}"))?;
-    let digest = Digest::parse(digest).map_err(|e| format!("detail.image-digest: {e}"))?;
-    let tag = match d.image_tag.as_deref() {
-        None | Some("") => None,
-        Some(t) => Some(Tag::parse(t).map_err(|e| format!("detail.image-tag: {e}"))?),
-    };
-    Ok(ImageAction {
-        repository,
-        digest,
-        tag,
-    })
 }
 
 #[cfg(test)]
@@ -284,8 +211,9 @@ mod tests {
             Incoming::Sqs(r) => {
                 assert_eq!(r.len(), 2);
                 assert_eq!(r[0].message_id, "059f36b4-87a3-44ab-83d2-661975830a7d");
-                assert_eq!(r[0].receive_count, Some(1));
-                let item = parse_work_item(r[1].body.as_deref()).unwrap();
+                assert_eq!(r[0].receives, 1);
+                let body = r[1].body.as_deref().unwrap();
+                let item = ecr_vault_engine::fanout::item::decode(body).unwrap();
                 assert_eq!(item.repository.as_str(), "team/app/worker");
                 assert_eq!(item.tags.len(), 2);
             }
@@ -309,7 +237,7 @@ mod tests {
             match classify(sample(name)).unwrap() {
                 Incoming::EcrImageAction(e) => {
                     assert_eq!(e.detail.action_type.as_deref(), Some(action));
-                    let a = image_action(&e.detail).unwrap();
+                    let a = e.detail.image().unwrap();
                     assert_eq!(a.repository.as_str(), "team/app/api");
                     assert_eq!(a.tag.unwrap().as_str(), "v1");
                 }
@@ -345,45 +273,5 @@ mod tests {
         let mut mixed = sample("sqs-batch.json");
         mixed["Records"][1]["eventSource"] = "aws:s3".into();
         assert!(classify(mixed).is_err());
-    }
-
-    #[test]
-    fn work_items_are_validated() {
-        let d = "sha256:cccebb337cb45e831493c358fe82df29dcdd355cba62de55c738ddb99aafe758";
-        let ok = format!(
-            r#"{{"action":"backup-image","repository":"a/b","digest":"{d}","tags":[],"run":"20261124T020000000Z-a1b2c3"}}"#
-        );
-        assert!(parse_work_item(Some(&ok)).is_ok());
-        for bad in [
-            "not json".to_owned(),
-            ok.replace("backup-image", "delete-image"),
-            ok.replace("a/b", "../etc"),
-            ok.replace(d, "sha256:1234"),
-            ok.replace("\"tags\":[]", "\"tags\":[\"a/b\"]"),
-            ok.replace("20261124T020000000Z-a1b2c3", "yesterday"),
-        ] {
-            assert!(parse_work_item(Some(&bad)).is_err(), "{bad}");
-        }
-        assert!(parse_work_item(None).is_err());
-    }
-
-    #[test]
-    fn image_actions_need_valid_names() {
-        let mut d = EcrImageActionDetail {
-            repository_name: Some("team/app".into()),
-            image_digest: Some(
-                "sha256:cccebb337cb45e831493c358fe82df29dcdd355cba62de55c738ddb99aafe758".into(),
-            ),
-            ..Default::default()
-        };
-        assert!(image_action(&d).unwrap().tag.is_none());
-        d.repository_name = Some("Team/../x".into());
-        assert!(
-            image_action(&d)
-                .unwrap_err()
-                .contains("detail.repository-name")
-        );
-        d.repository_name = None;
-        assert!(image_action(&d).unwrap_err().contains("missing"));
     }
 }

@@ -3,7 +3,7 @@
 //! | Event | Engine call | Response |
 //! |---|---|---|
 //! | schedule (both shapes) | [`trigger::scheduled`]: inline, or fanned out above `ECR_VAULT_FANOUT_THRESHOLD` | run summary |
-//! | ECR PUSH | [`trigger::push`] of that one image | run summary |
+//! | ECR PUSH | [`trigger::push`]: the detail validated, then that one image | run summary |
 //! | ECR DELETE | [`write_audit`] under `events/` | the audit key |
 //! | SQS work items | [`trigger::queued`] | `batchItemFailures` |
 
@@ -11,9 +11,11 @@ use std::time::{Instant, SystemTime};
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_vault_engine::audit::{AuditInput, AuditRecord, write_audit};
-use ecr_vault_engine::fanout::{FanoutOptions, Finalised};
-use ecr_vault_engine::metrics::{backup_emf, finalised_emf, work_emf};
-use ecr_vault_engine::trigger::{self, PushOutcome, Queue, QueuedItem, ScheduledRun};
+use ecr_vault_engine::fanout::FanoutOptions;
+use ecr_vault_engine::trigger::{
+    self, Action, ActionImage, Batch, EcrImageActionDetail, PushOutcome, Queue, Refused,
+    ScheduledRun,
+};
 use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, RegistryConfig, Source, open_source, open_vault,
 };
@@ -24,9 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, MAX_LAMBDA_TIMEOUT};
-use crate::event::{
-    EcrImageActionDetail, Incoming, classify, image_action, parse_work_item, shown,
-};
+use crate::event::{Incoming, classify};
 
 /// The settings that select images, as a skip record names them.
 const FILTER_SETTINGS: [&str; 2] = [
@@ -77,32 +77,16 @@ impl App {
 
     pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Value, FnError> {
         let (payload, ctx) = event.into_parts();
-        let deadline = deadline_instant(ctx.deadline(), SystemTime::now());
+        let deadline =
+            trigger::deadline_instant(ctx.deadline(), SystemTime::now(), MAX_LAMBDA_TIMEOUT);
         match classify(payload).map_err(|e| FnError::new("UnsupportedEvent", e.to_string()))? {
             Incoming::Schedule { shape, time } => {
                 tracing::info!(shape, time = time.as_deref(), "scheduled backup");
                 self.scheduled(deadline).await
             }
             Incoming::EcrImageAction(e) => self.image_action(&e, deadline).await,
-            Incoming::Sqs(records) => {
-                let mut failed = Vec::new();
-                let mut items = Vec::new();
-                for r in records {
-                    match parse_work_item(r.body.as_deref()) {
-                        Ok(item) => items.push(QueuedItem {
-                            receives: r.receive_count.unwrap_or(1),
-                            message_id: r.message_id,
-                            item,
-                        }),
-                        Err(why) => {
-                            tracing::warn!(message_id = r.message_id, why, "refused a work item");
-                            failed.push(r.message_id);
-                        }
-                    }
-                }
-                failed.extend(self.queued(items, deadline).await);
-                failed.sort();
-                failed.dedup();
+            Incoming::Sqs(deliveries) => {
+                let failed = self.queued(Batch::decode(deliveries), deadline).await;
                 Ok(json!({
                     "batchItemFailures": failed
                         .iter()
@@ -124,51 +108,24 @@ impl App {
         }
     }
 
-    /// Logs a finished run and prints its metrics as one EMF line on stdout.
-    fn report_run(&self, report: &BackupReport, trigger: &str) {
-        report.log(trigger);
-        let full = trigger::is_full_snapshot(trigger, report.complete, report.snapshot.is_some());
-        let now = chrono::Utc::now().timestamp_millis();
-        let line = backup_emf(report, &self.cfg.function_name, trigger, full, now);
-        println!("{line}");
-    }
-
-    /// Logs a fanned-out run that was finalised, and prints its metrics.
-    fn report_finalised(&self, f: &Finalised) {
-        f.log();
-        // A fanned-out run is a scheduled one; counted once, by whoever wrote its snapshot.
-        let full = trigger::is_full_snapshot(trigger::SCHEDULED, f.complete, f.written);
-        let now = chrono::Utc::now().timestamp_millis();
-        println!("{}", finalised_emf(f, &self.cfg.function_name, full, now));
-    }
-
     async fn scheduled(&self, deadline: Instant) -> Result<Value, FnError> {
         let source = self.source().await?;
         let opts = self.options(trigger::SCHEDULED, deadline);
         let queue = match (&self.sqs, &self.cfg.work_queue_url) {
             (Some(sqs), Some(url)) => Some(Queue {
                 sqs,
-                options: FanoutOptions {
-                    queue_url: url.clone(),
-                    threshold_images: self.cfg.fanout_threshold,
-                    run_timeout: self.cfg.fanout_run_timeout,
-                    // Long enough that a run is looked at by several nightly runs after its
-                    // timeout.
-                    lookback: (self.cfg.fanout_run_timeout * 4)
-                        .max(std::time::Duration::from_secs(7 * 86_400)),
-                },
+                options: FanoutOptions::new(
+                    url.clone(),
+                    self.cfg.fanout_threshold,
+                    self.cfg.fanout_run_timeout,
+                ),
             }),
             _ => None,
         };
         let report = trigger::scheduled(source, &self.vault, &opts, queue.as_ref()).await?;
-        for f in report.earlier.iter().flat_map(|e| &e.finalised) {
-            self.report_finalised(f);
-        }
+        emit(report.metrics(&self.cfg.function_name, now_ms()));
         let mut out = match &report.run {
-            ScheduledRun::Inline(r) => {
-                self.report_run(r, trigger::SCHEDULED);
-                summary(r, trigger::SCHEDULED)
-            }
+            ScheduledRun::Inline(r) => summary(r, trigger::SCHEDULED),
             ScheduledRun::FannedOut(r) => {
                 let mut v = to_json(r);
                 if let Value::Object(m) = &mut v {
@@ -189,67 +146,49 @@ impl App {
         e: &EventBridgeEvent<EcrImageActionDetail>,
         deadline: Instant,
     ) -> Result<Value, FnError> {
-        let d = &e.detail;
-        let action = d.action_type.as_deref().unwrap_or_default();
-        if !matches!(action, "PUSH" | "DELETE") {
-            return Err(FnError::new(
-                "UnsupportedEvent",
-                format!(
-                    "an \"ECR Image Action\" with action-type {}: only PUSH and DELETE are \
-                     handled; nothing was written",
-                    d.action_type
-                        .as_deref()
-                        .map_or_else(|| "missing".to_owned(), shown)
-                ),
-            ));
-        }
-        if let Some(result) = d.result.as_deref()
-            && result != "SUCCESS"
-        {
-            tracing::info!(
-                action,
-                result,
-                "ignoring an ECR action that did not succeed"
-            );
-            return Ok(json!({
-                "trigger": action.to_ascii_lowercase(),
-                "ignored": format!("result is {}, not SUCCESS", shown(result)),
-            }));
-        }
-        let a = image_action(d).map_err(|m| {
-            FnError::new(
-                "InvalidEvent",
-                format!("ECR {action} event refused, nothing was written: {m}"),
-            )
-        })?;
-        if action == "DELETE" {
-            return self.audit_delete(e).await;
-        }
-        if let Some(why) = trigger::push::unselected(&self.cfg.filters, &a.repository) {
-            let skip = why.skipped(&a.repository, &a.digest, FILTER_SETTINGS);
-            return Ok(not_run(trigger::PUSH, skip));
-        }
+        let a = match e.detail.action() {
+            Ok(Action::Push(a)) => a,
+            Ok(Action::Delete(_)) => return self.audit_delete(e).await,
+            Ok(Action::Ignored { action, reason }) => {
+                tracing::info!(
+                    action,
+                    reason,
+                    "ignoring an ECR action that did not succeed"
+                );
+                let trigger = action.to_ascii_lowercase();
+                return Ok(json!({"trigger": trigger, "ignored": reason}));
+            }
+            Err(Refused::Unsupported(m)) => return Err(FnError::new("UnsupportedEvent", m)),
+            Err(Refused::Invalid(m)) => return Err(FnError::new("InvalidEvent", m)),
+        };
+        self.push(&a, deadline).await
+    }
+
+    async fn push(&self, a: &ActionImage, deadline: Instant) -> Result<Value, FnError> {
         let image = format!("{}@{}", a.repository, a.digest);
-        let source = self.source().await?;
-        let opts = self.options(trigger::PUSH, deadline);
-        let outcome = trigger::push(
-            source,
-            &self.vault,
-            &a.repository,
-            &a.digest,
-            a.tag.as_ref(),
-            &opts,
-        )
-        .await
-        .map_err(|e| FnError::new("EngineError", format!("{image}: {e}")))?;
+        // Asked before connecting: a push the filters leave out costs no ECR call.
+        let outcome = match trigger::push::unselected(&self.cfg.filters, a) {
+            Some(why) => PushOutcome::NotRun(why),
+            None => {
+                let opts = self.options(trigger::PUSH, deadline);
+                trigger::push(self.source().await?, &self.vault, a, &opts)
+                    .await
+                    .map_err(|e| FnError::new("EngineError", format!("{image}: {e}")))?
+            }
+        };
         let report = match outcome {
             PushOutcome::NotRun(why) => {
-                let skip = why.skipped(&a.repository, &a.digest, FILTER_SETTINGS);
-                return Ok(not_run(trigger::PUSH, skip));
+                return Ok(not_run(trigger::PUSH, why.skipped(a, FILTER_SETTINGS)));
             }
             PushOutcome::Ran(r) => r,
         };
-        self.report_run(&report, trigger::PUSH);
+        let fn_name = &self.cfg.function_name;
+        emit([trigger::run_metrics(
+            &report,
+            trigger::PUSH,
+            fn_name,
+            now_ms(),
+        )]);
         if let Some(f) = report.failures.first() {
             return Err(FnError::new(
                 "BackupFailed",
@@ -298,65 +237,40 @@ impl App {
     }
 
     /// Backs up a batch of work items; returns the message ids to redeliver.
-    async fn queued(&self, items: Vec<QueuedItem>, deadline: Instant) -> Vec<String> {
-        if items.is_empty() {
-            return Vec::new();
+    async fn queued(&self, batch: Batch, deadline: Instant) -> Vec<String> {
+        if !batch.has_work() {
+            return batch.message_ids();
         }
         let source = match self.source().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach the source registry");
-                return items.into_iter().map(|i| i.message_id).collect();
+                return batch.message_ids();
             }
         };
         let opts = self.options(trigger::WORK_ITEM, deadline);
         let report = trigger::queued(
             source,
             &self.vault,
-            items,
+            batch,
             &opts,
             self.cfg.work_max_receives,
         )
         .await;
-        for (run, w) in &report.runs {
-            tracing::info!(
-                run,
-                done = w.done.len(),
-                retry = w.retry.len(),
-                failed_final = w.failed_final.len(),
-                "work items processed"
-            );
-            let full = w.finalised.as_ref().is_some_and(|f| {
-                f.log();
-                trigger::is_full_snapshot(trigger::SCHEDULED, f.complete, f.written)
-            });
-            let now = chrono::Utc::now().timestamp_millis();
-            println!("{}", work_emf(w, &self.cfg.function_name, full, now));
-        }
-        if let Some(r) = &report.standalone {
-            self.report_run(r, trigger::WORK_ITEM);
-        }
+        emit(report.metrics(&self.cfg.function_name, now_ms()));
         report.failed
     }
 }
 
-/// The invocation deadline as an `Instant`. A deadline that is not in the future cannot come
-/// from Lambda (local emulators send a constant); Lambda's 900 s maximum is assumed then.
-pub fn deadline_instant(deadline: SystemTime, now: SystemTime) -> Instant {
-    match deadline.duration_since(now) {
-        Ok(left) if !left.is_zero() => Instant::now() + left,
-        _ => {
-            let ms = deadline
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or_default();
-            tracing::warn!(
-                deadline_ms = ms as u64,
-                "the invocation deadline is not in the future; assuming Lambda's 900 s maximum"
-            );
-            Instant::now() + MAX_LAMBDA_TIMEOUT
-        }
+/// Prints metrics on stdout, one EMF line each: CloudWatch reads them from the log.
+fn emit(lines: impl IntoIterator<Item = String>) {
+    for line in lines {
+        println!("{line}");
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// The response of a push that needed no run: nothing was written.
@@ -380,23 +294,4 @@ fn summary(report: &BackupReport, trigger: &str) -> Value {
         m.insert("trigger".into(), Value::from(trigger));
     }
     v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn a_real_deadline_is_kept_and_a_past_one_means_the_maximum() {
-        let now = SystemTime::now();
-        let d = deadline_instant(now + Duration::from_secs(30), now);
-        let left = d.saturating_duration_since(Instant::now());
-        assert!(left <= Duration::from_secs(30) && left > Duration::from_secs(25));
-        // cargo-lambda's emulator sends 600000 ms since the epoch.
-        let bogus = SystemTime::UNIX_EPOCH + Duration::from_millis(600_000);
-        let d = deadline_instant(bogus, now);
-        let left = d.saturating_duration_since(Instant::now());
-        assert!(left > Duration::from_secs(890) && left <= MAX_LAMBDA_TIMEOUT);
-    }
 }

@@ -31,30 +31,13 @@ async fn handle(config: &Config, vault: &Vault) -> Result<Value, FnError> {
     let report = ecr_vault_engine::gc::gc(vault, &config.options, config.apply).await?;
     let now = chrono::Utc::now().timestamp_millis();
     println!("{}", gc_emf(&report, &config.function_name, now));
-    tracing::info!(
-        applied = report.applied,
-        deleted = report.deleted,
-        bytes_deleted = report.bytes_deleted,
-        would_delete = report.plan.delete.len(),
-        bytes_reclaimable = report.plan.bytes_reclaimed,
-        uploads_aborted = report.uploads_aborted,
-        errors = report.errors.len(),
-        "gc finished"
-    );
+    report.log();
     let body =
         serde_json::to_value(&report).map_err(|e| FnError::new("EngineError", e.to_string()))?;
-    if let Some(first) = report.errors.first() {
+    if let Some(message) = report.failure_message() {
         // Fail the invocation so the Errors alarm sees it; the report is in the log.
         tracing::error!(report = %body, "gc left errors");
-        return Err(FnError::new(
-            "GcFailed",
-            format!(
-                "gc finished with {} error(s); first: {}: {}",
-                report.errors.len(),
-                first.key,
-                first.reason
-            ),
-        ));
+        return Err(FnError::new("GcFailed", message));
     }
     Ok(body)
 }

@@ -1,15 +1,8 @@
-//! The restore drill function's configuration and schedule logic, as a library so it is tested
-//! without a Lambda runtime. The binary (`src/bin_drill.rs`) is the adapter over
-//! `ecr_vault_engine::drill`.
-//!
-//! The function is invoked daily. It drills on `ECR_VAULT_DRILL_DAY_OF_MONTH` (UTC; 0 = every
-//! invocation) or when the event says `"force": true`, and on every invocation emits
-//! `DrillChecks`, so a broken schedule or function shows as missing checks within days, not a
-//! month later (CloudWatch alarms look back at most 7 days).
+//! The restore drill function's configuration, as a library so it is tested without a Lambda
+//! runtime. The binary (`src/bin_drill.rs`) is the adapter over `ecr_vault_engine::drill`,
+//! which also holds the schedule ([`ecr_vault_engine::drill::DrillEvent`]).
 
-use chrono::{DateTime, Datelike as _, Utc};
 use ecr_vault_fn_common::{ConfigError, Env};
-use serde::Deserialize;
 
 #[derive(Clone, Debug)]
 pub struct DrillConfig {
@@ -36,69 +29,30 @@ impl DrillConfig {
             function_name: env.function_name("ecr-vault-drill"),
         })
     }
-
-    /// Whether this invocation drills.
-    pub fn due(&self, event: &DrillEvent, now: DateTime<Utc>) -> bool {
-        event.force || self.day_of_month == 0 || now.day() == self.day_of_month
-    }
-}
-
-/// The schedule's input: `{"action": "drill"}`; a person may add `"force": true` (drill now)
-/// and a `"seed"` (repeat an earlier drill's sample).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DrillEvent {
-    #[serde(default)]
-    pub action: Option<String>,
-    #[serde(default)]
-    pub force: bool,
-    #[serde(default)]
-    pub seed: Option<u64>,
-}
-
-impl DrillEvent {
-    pub fn parse(payload: serde_json::Value) -> Result<Self, String> {
-        let e: DrillEvent =
-            serde_json::from_value(payload).map_err(|e| format!("invalid drill event: {e}"))?;
-        match e.action.as_deref() {
-            None | Some("drill") => Ok(e),
-            Some(other) => Err(format!(
-                "invalid drill event: action {other:?}, expected \"drill\""
-            )),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone as _;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<DrillConfig, String> {
         DrillConfig::from_env(&Env::from_pairs(vars)).map_err(|e| e.to_string())
     }
 
     #[test]
-    fn drills_on_its_day_or_when_forced() {
+    fn drills_monthly_by_default_and_daily_on_zero() {
         let c = cfg(&[("ECR_VAULT_BUCKET", "my-vault")]).unwrap();
         assert_eq!((c.sample, c.day_of_month), (5, 1));
-        let first = Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap();
-        let second = Utc.with_ymd_and_hms(2026, 12, 2, 6, 0, 0).unwrap();
-        let scheduled = DrillEvent::parse(serde_json::json!({"action": "drill"})).unwrap();
-        assert!(c.due(&scheduled, first));
-        assert!(!c.due(&scheduled, second));
-        let forced = DrillEvent::parse(serde_json::json!({"force": true})).unwrap();
-        assert!(c.due(&forced, second));
         let daily = cfg(&[
             ("ECR_VAULT_BUCKET", "my-vault"),
             ("ECR_VAULT_DRILL_DAY_OF_MONTH", "0"),
         ])
         .unwrap();
-        assert!(daily.due(&scheduled, second));
+        assert_eq!(daily.day_of_month, 0);
     }
 
     #[test]
-    fn bad_configuration_and_events_are_refused() {
+    fn bad_configuration_is_refused() {
         assert!(cfg(&[]).unwrap_err().contains("ECR_VAULT_BUCKET"));
         for (k, v) in [
             ("ECR_VAULT_DRILL_SAMPLE", "0"),
@@ -110,7 +64,5 @@ mod tests {
                 "{k}={v}"
             );
         }
-        assert!(DrillEvent::parse(serde_json::json!({"action": "backup"})).is_err());
-        assert!(DrillEvent::parse(serde_json::json!({"forse": true})).is_err());
     }
 }

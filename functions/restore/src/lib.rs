@@ -1,8 +1,5 @@
-//! The restore and drill functions' request parsing, egress rules, configuration and failure
-//! report, as a library so the fuzz targets (`fuzz/`) and tests can drive them without a Lambda
-//! runtime. The binaries (`main.rs`, `bin_drill.rs`) are the adapters.
+//! The drill function's configuration, as a library so tests drive it without a Lambda
+//! runtime. The binaries (`main.rs`, `bin_drill.rs`) are the adapters; the request, egress
+//! rules and failure report they use live in the engine.
 
 pub mod drill;
-pub mod egress;
-pub mod report;
-pub mod request;

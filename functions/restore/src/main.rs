@@ -1,5 +1,6 @@
 //! Restore function: a JSON restore request in, a JSON report out. A thin adapter: the
-//! request is validated here and everything else is `ecr_vault_engine::restore`.
+//! request is `ecr_vault_engine::restore_request`, the target's rules
+//! `ecr_vault_engine::egress`, and the restore `ecr_vault_engine::restore`.
 //!
 //! Every restore prints its metrics (one EMF line). A restore whose report lists failures
 //! ends as failed, with the report in the error: Lambda's `Errors` metric, the restore alarms
@@ -8,14 +9,13 @@
 use std::sync::Arc;
 
 use ecr_vault_engine::metrics::restore_emf;
-use ecr_vault_engine::{NoProgress, RegistryConfig, aws_config, open_source, open_vault_at};
+use ecr_vault_engine::{NoProgress, aws_config, open_source, open_vault_at};
 use ecr_vault_fn_common::{ConfigError, Env, FnError, serve};
 use ecr_vault_vault::Vault;
 use serde_json::Value;
 
-use ecr_vault_restore_fn::egress::{EgressPolicy, RegistrySecret, TEST_ALLOW_LOOPBACK_VAR};
-use ecr_vault_restore_fn::report::failure_message;
-use ecr_vault_restore_fn::request::Request;
+use ecr_vault_engine::egress::{EgressPolicy, RegistrySecret, TEST_ALLOW_LOOPBACK_VAR};
+use ecr_vault_engine::restore_request::{Destination, RestorePayload};
 
 struct Config {
     registry_url: Option<String>,
@@ -73,41 +73,24 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
 async fn handle(app: &App, payload: Value) -> Result<Value, FnError> {
     let (config, sdk) = (&app.config, &app.sdk);
-    let req = Request::parse(payload).map_err(|e| FnError::new("InvalidRequest", e))?;
+    let req = RestorePayload::parse(payload).map_err(|e| FnError::new("InvalidRequest", e))?;
     let engine_req = req
         .engine_request()
         .map_err(|e| FnError::new("InvalidRequest", e.to_string()))?;
     let engine = |e: ecr_vault_engine::EngineError| FnError::new("EngineError", e.to_string());
-    // The target may be another region or account: a per-request SDK config.
-    let target_sdk = match &req.target.region {
-        Some(r) => sdk
-            .to_builder()
-            .region(aws_config::Region::new(r.clone()))
-            .build(),
-        None => sdk.clone(),
-    };
-    let target_cfg = if req.target.registry.eq_ignore_ascii_case("ecr") {
-        RegistryConfig::Ecr {
-            registry_url: config.registry_url.clone(),
-            registry_id: req.target.account_id.clone(),
-        }
-    } else {
-        // Checked before the vault is read: a refused target gets nothing, not even a probe.
-        let url = config
-            .egress
-            .check(&req.target.registry)
+    let spec = &req.target;
+    let destination = spec
+        .destination(&config.egress)
+        .await
+        .map_err(|e| FnError::new("TargetRefused", e))?;
+    let creds = match &destination {
+        Destination::Approved(url) => registry_secret(config, sdk, url)
             .await
-            .map_err(|e| FnError::new("TargetRefused", e))?;
-        let creds = registry_secret(config, sdk, &url)
-            .await
-            .map_err(|e| FnError::new("SecretUnavailable", e))?;
-        RegistryConfig::Oci {
-            url: url.to_string().trim_end_matches('/').to_owned(),
-            username: creds.as_ref().map(|c| c.username.clone()),
-            password: creds.map(|c| c.password),
-        }
+            .map_err(|e| FnError::new("SecretUnavailable", e))?,
+        Destination::Ecr => None,
     };
-    let target = open_source(&target_sdk, &target_cfg)
+    let target_cfg = spec.registry_config(destination, config.registry_url.clone(), creds);
+    let target = open_source(&spec.sdk(sdk), &target_cfg)
         .await
         .map_err(|e| FnError::new("EngineError", format!("target registry: {e}")))?;
     let report = ecr_vault_engine::restore(&app.vault, &target, &engine_req, Arc::new(NoProgress))
@@ -115,15 +98,9 @@ async fn handle(app: &App, payload: Value) -> Result<Value, FnError> {
         .map_err(engine)?;
     let now = chrono::Utc::now().timestamp_millis();
     println!("{}", restore_emf(&report, &config.function_name, now));
-    tracing::info!(
-        images = report.images,
-        bytes = report.bytes_pushed,
-        failures = report.failures.len(),
-        dry_run = report.dry_run,
-        "restore finished"
-    );
+    report.log();
     if report.failed() {
-        let message = failure_message(&report);
+        let message = report.failure_message();
         tracing::error!(report = %message, "restore finished with failures");
         return Err(FnError::new("RestoreFailed", message));
     }

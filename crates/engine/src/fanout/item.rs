@@ -10,6 +10,7 @@ use ecr_vault_vault::SnapshotId;
 use serde::{Deserialize, Serialize};
 
 use super::state::ExpectedImage;
+use crate::shown;
 
 /// The `action` of a work item body.
 pub const WORK_ACTION: &str = "backup-image";
@@ -27,7 +28,10 @@ struct Body {
     run: Option<String>,
 }
 
-/// A validated work item.
+/// A work item as a worker receives it, validated: one image to capture, the tags it is
+/// captured under, and the run that asked. The run's side of the same image, with what the
+/// listing knew, is [`ExpectedImage`]; one delivery of the message is
+/// [`crate::trigger::Delivery`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkItem {
     pub repository: RepoName,
@@ -82,12 +86,6 @@ pub fn decode(body: &str) -> Result<WorkItem, String> {
     })
 }
 
-/// A short, escaped rendering of an untrusted string.
-fn shown(s: &str) -> String {
-    let t: String = s.chars().take(100).collect();
-    format!("{t:?}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +107,24 @@ mod tests {
         assert_eq!(item.run.as_deref(), Some(run.as_str()));
         let e = decode(r#"{"action":"x","repository":"a","digest":"d"}"#).unwrap_err();
         assert!(e.contains(r#""x""#) && e.contains(WORK_ACTION), "{e}");
+    }
+
+    #[test]
+    fn work_items_are_validated() {
+        let d = "sha256:cccebb337cb45e831493c358fe82df29dcdd355cba62de55c738ddb99aafe758";
+        let ok = format!(
+            r#"{{"action":"backup-image","repository":"a/b","digest":"{d}","tags":[],"run":"20261124T020000000Z-a1b2c3"}}"#
+        );
+        assert!(decode(&ok).is_ok());
+        for bad in [
+            "not json".to_owned(),
+            ok.replace("backup-image", "delete-image"),
+            ok.replace("a/b", "../etc"),
+            ok.replace(d, "sha256:1234"),
+            ok.replace("\"tags\":[]", "\"tags\":[\"a/b\"]"),
+            ok.replace("20261124T020000000Z-a1b2c3", "yesterday"),
+        ] {
+            assert!(decode(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -44,7 +44,7 @@ pub use finalise::{Finalised, PendingReport, PendingRun, finalise_pending};
 pub use item::{WORK_ACTION, WorkItem};
 pub use queue::{FanoutReport, fan_out};
 pub use state::{DoneMarker, ExpectedImage, FailedMarker, RunManifest, read_manifest};
-pub use worker::{Unavailable, WorkImage, WorkReport, work};
+pub use worker::{Attempt, Unavailable, WorkReport, work};
 
 /// When a scheduled run fans out, and how completion is judged.
 #[derive(Clone, Debug)]
@@ -62,6 +62,17 @@ pub struct FanoutOptions {
 }
 
 impl FanoutOptions {
+    /// The options of a deployment's queue. The lookback is long enough that a run is looked
+    /// at by several nightly runs after its timeout: four timeouts, and at least a week.
+    pub fn new(queue_url: String, threshold_images: usize, run_timeout: Duration) -> Self {
+        FanoutOptions {
+            queue_url,
+            threshold_images,
+            run_timeout,
+            lookback: (run_timeout * 4).max(Duration::from_secs(7 * 86_400)),
+        }
+    }
+
     /// Whether `work` images are more than one invocation should carry.
     pub fn should_fan_out(&self, work: usize) -> bool {
         work > self.threshold_images
@@ -145,5 +156,11 @@ mod tests {
         };
         assert!(!f.should_fan_out(2));
         assert!(f.should_fan_out(3));
+        let day = Duration::from_secs(86_400);
+        assert_eq!(FanoutOptions::new("q".into(), 1, day).lookback, 7 * day);
+        assert_eq!(
+            FanoutOptions::new("q".into(), 1, 3 * day).lookback,
+            12 * day
+        );
     }
 }

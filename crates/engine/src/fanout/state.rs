@@ -18,7 +18,8 @@ use crate::source::SourceImage;
 /// Largest staging document read back.
 const MAX_STAGING_BYTES: u64 = 64 * 1024 * 1024;
 
-/// One image a run expects, and the tags it is captured under.
+/// One image a fanned-out run expects, as its run manifest stores it: what the listing knew,
+/// and the tags it is captured under. The queue carries it as a [`super::WorkItem`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpectedImage {
     pub repository: RepoName,

@@ -19,9 +19,10 @@ use crate::copy::Copier;
 use crate::progress::NoProgress;
 use crate::source::{Source, SourceImage};
 
-/// One image of a work-item batch.
+/// One attempt at capturing an image of a fanned-out run: the image as the source describes
+/// it now (looked up from a [`super::WorkItem`]), and whether a failure is final.
 #[derive(Clone, Debug)]
-pub struct WorkImage {
+pub struct Attempt {
     pub image: SourceImage,
     /// This delivery is the last before the DLQ: a failure now is final for the run.
     pub last_attempt: bool,
@@ -57,7 +58,7 @@ pub async fn work(
     source: &Source,
     vault: &Vault,
     manifest: &RunManifest,
-    images: Vec<WorkImage>,
+    images: Vec<Attempt>,
     unavailable: Vec<Unavailable>,
     opts: &BackupOptions,
 ) -> Result<WorkReport, EngineError> {
@@ -82,9 +83,9 @@ pub async fn work(
 async fn capture_batch(
     source: &Source,
     vault: &Vault,
-    images: Vec<WorkImage>,
+    images: Vec<Attempt>,
     opts: &BackupOptions,
-) -> Vec<(WorkImage, Result<DoneMarker, String>)> {
+) -> Vec<(Attempt, Result<DoneMarker, String>)> {
     futures::stream::iter(images)
         .map(|w| async move {
             if let Some(d) = opts.deadline
@@ -139,7 +140,7 @@ async fn capture_batch(
 async fn mark(
     vault: &Vault,
     manifest: &RunManifest,
-    results: Vec<(WorkImage, Result<DoneMarker, String>)>,
+    results: Vec<(Attempt, Result<DoneMarker, String>)>,
     unavailable: Vec<Unavailable>,
 ) -> Result<WorkReport, EngineError> {
     let run = &manifest.run;

@@ -34,6 +34,27 @@ pub struct ScheduledReport {
     pub earlier: Option<PendingReport>,
 }
 
+impl ScheduledReport {
+    /// Logs the runs this invocation finished and returns their metrics, one EMF line each:
+    /// earlier fanned-out runs it finalised, then tonight's run if it ran inline (a fanned-out
+    /// run is counted by the worker that finalises it).
+    pub fn metrics(&self, function_name: &str, now_ms: i64) -> Vec<String> {
+        let earlier = self.earlier.iter().flat_map(|e| &e.finalised);
+        let mut lines: Vec<String> = earlier
+            .map(|f| super::finalised_metrics(f, function_name, now_ms))
+            .collect();
+        if let ScheduledRun::Inline(r) = &self.run {
+            lines.push(super::run_metrics(
+                r,
+                super::SCHEDULED,
+                function_name,
+                now_ms,
+            ));
+        }
+        lines
+    }
+}
+
 pub async fn scheduled(
     source: &Source,
     vault: &Vault,

@@ -1,8 +1,9 @@
-//! Where the restore function may push: ECR of its own account (IAM scopes it), or a registry
-//! the deployment approved (template parameter `ApprovedRestoreRegistries`). Whoever may
-//! invoke the function must not be able to copy the vault somewhere else, so the target named
+//! Where a restore may push: ECR of its own account (IAM scopes it), or a registry the
+//! deployment approved (template parameter `ApprovedRestoreRegistries`). Whoever may invoke
+//! the restore function must not be able to copy the vault somewhere else, so the target named
 //! in a payload is only ever *chosen* from the approved list, never introduced by it, and its
-//! credentials come from Secrets Manager (`RestoreRegistrySecretArns`), never from the payload.
+//! credentials come from Secrets Manager (`RestoreRegistrySecretArns`), never from the payload
+//! ([`crate::restore_request`] refuses them).
 //!
 //! An approved name is still resolved and refused when any of its addresses is loopback,
 //! link-local (which includes the instance metadata address 169.254.169.254), the IPv6
