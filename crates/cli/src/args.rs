@@ -252,7 +252,10 @@ mod tests {
             (&gc, defaults::GC_KEEP_MONTHLY_MONTHS.to_string()),
             (&gc, defaults::GC_UPLOAD_DAYS.to_string()),
         ] {
-            assert!(text.contains(&format!("[default: {default}]")), "{default}: {text}");
+            assert!(
+                text.contains(&format!("[default: {default}]")),
+                "{default}: {text}"
+            );
         }
     }
 }

@@ -13,8 +13,8 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use ecr_vault_engine::audit::{AuditInput, AuditRecord, write_audit};
 use ecr_vault_engine::fanout::FanoutOptions;
 use ecr_vault_engine::trigger::{
-    self, Action, ActionImage, Batch, EcrImageActionDetail, PushOutcome, Queue, Refused,
-    ScheduledRun,
+    self, Action, ActionImage, Batch, EcrImageActionDetail, MAX_LAMBDA_TIMEOUT, PushOutcome, Queue,
+    Refused, ScheduledRun, TriggerConfig,
 };
 use ecr_vault_engine::{
     BackupOptions, BackupReport, EngineError, RegistryConfig, Source, open_source, open_vault,
@@ -25,7 +25,6 @@ use lambda_runtime::LambdaEvent;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, MAX_LAMBDA_TIMEOUT};
 use crate::event::{Incoming, classify};
 
 /// The settings that select images, as a skip record names them.
@@ -36,7 +35,7 @@ const FILTER_SETTINGS: [&str; 2] = [
 
 /// Everything an invocation needs, built once per cold start.
 pub struct App {
-    cfg: Config,
+    cfg: TriggerConfig,
     sdk: aws_config::SdkConfig,
     vault: Vault,
     /// The work queue's client, when `ECR_VAULT_WORK_QUEUE_URL` is set.
@@ -47,7 +46,7 @@ pub struct App {
 
 impl App {
     /// Builds the clients. No network I/O.
-    pub async fn new(cfg: Config) -> Result<Self, EngineError> {
+    pub async fn new(cfg: TriggerConfig) -> Result<Self, EngineError> {
         let sdk = ecr_vault_engine::aws_config().await;
         let vault = open_vault(&sdk, &cfg.vault)?;
         let sqs = cfg

@@ -7,17 +7,17 @@
 //! Logs are JSON through `tracing` when `AWS_LAMBDA_LOG_FORMAT=JSON`, at
 //! `AWS_LAMBDA_LOG_LEVEL`; metrics are EMF lines on stdout.
 
-mod config;
 mod handler;
 
 use ecr_vault_backup_fn::event;
-use ecr_vault_fn_common::{Env, serve};
+use ecr_vault_fn_common::{Settings, serve};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     serve(
         async {
-            let cfg = config::Config::from_env(&Env::process()).map_err(|e| e.to_string())?;
+            let cfg = ecr_vault_engine::trigger::TriggerConfig::from_settings(&Settings::process())
+                .map_err(|e| e.to_string())?;
             handler::App::new(cfg).await.map_err(|e| e.to_string())
         },
         |app, event| async move { app.handle(event).await },

@@ -1,10 +1,7 @@
 //! The GC function's configuration, a library so that it is tested without a Lambda runtime.
 
-use std::time::Duration;
-
-use ecr_vault_engine::defaults;
 use ecr_vault_engine::gc::GcOptions;
-use ecr_vault_fn_common::{ConfigError, Env};
+use ecr_vault_fn_common::{ConfigError, Settings};
 
 /// What the template sets. Governance bypass is deliberately not configurable here: a
 /// scheduled job never bypasses a lock (`ecr-vault gc --bypass-governance` is for a person).
@@ -19,38 +16,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `ECR_VAULT_BUCKET`, `ECR_VAULT_PREFIX`, `ECR_VAULT_GC_KEEP_LAST`,
-    /// `ECR_VAULT_GC_KEEP_DAILY`, `ECR_VAULT_GC_KEEP_MONTHLY`, `ECR_VAULT_GC_UPLOAD_DAYS` and
-    /// `ECR_VAULT_GC_APPLY`; the defaults are the CLI's.
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let upload_days = env.int(
-            "ECR_VAULT_GC_UPLOAD_DAYS",
-            defaults::GC_UPLOAD_DAYS,
-            0..=36_500,
-        )?;
+    /// The vault and keep rules through the engine's one schema (the CLI's reader and
+    /// defaults), plus `ECR_VAULT_GC_APPLY`.
+    pub fn from_env(env: &Settings) -> Result<Self, ConfigError> {
         Ok(Config {
             vault_uri: env.vault_uri()?,
-            options: GcOptions {
-                // At least one: GC never empties the vault.
-                keep_last: env.int(
-                    "ECR_VAULT_GC_KEEP_LAST",
-                    defaults::GC_KEEP_LAST,
-                    1..=100_000,
-                )?,
-                keep_daily_days: env.int(
-                    "ECR_VAULT_GC_KEEP_DAILY",
-                    defaults::GC_KEEP_DAILY_DAYS,
-                    0..=36_500,
-                )?,
-                keep_monthly_months: env.int(
-                    "ECR_VAULT_GC_KEEP_MONTHLY",
-                    defaults::GC_KEEP_MONTHLY_MONTHS,
-                    0..=12_000,
-                )?,
-                abandoned_upload_age: Duration::from_secs(u64::from(upload_days) * 24 * 3600),
-                bypass_governance: false,
-                ..GcOptions::default()
-            },
+            options: env.gc_options()?,
             apply: env.flag("ECR_VAULT_GC_APPLY", false)?,
             function_name: env.function_name("ecr-vault-gc"),
         })
@@ -61,9 +32,10 @@ impl Config {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::time::Duration;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<Config, String> {
-        Config::from_env(&Env::from_pairs(vars)).map_err(|e| e.to_string())
+        Config::from_env(&Settings::from_pairs(vars)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use ecr_vault_engine::metrics::gc_emf;
 use ecr_vault_engine::{aws_config, open_vault_at};
-use ecr_vault_fn_common::{Env, FnError, serve};
+use ecr_vault_fn_common::{FnError, Settings, serve};
 use ecr_vault_gc_fn::Config;
 use ecr_vault_vault::Vault;
 use serde_json::Value;
@@ -17,7 +17,7 @@ use serde_json::Value;
 async fn main() -> Result<(), lambda_runtime::Error> {
     serve(
         async {
-            let config = Config::from_env(&Env::process()).map_err(|e| e.to_string())?;
+            let config = Config::from_env(&Settings::process()).map_err(|e| e.to_string())?;
             let vault =
                 open_vault_at(&aws_config().await, &config.vault_uri).map_err(|e| e.to_string())?;
             Ok::<_, String>((config, vault))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ecr_vault_engine::aws_config;
 use ecr_vault_engine::drill::{DrillEvent, DrillVerdict, drill_ecr};
 use ecr_vault_engine::metrics::drill_emf;
-use ecr_vault_fn_common::{Env, FnError, serve};
+use ecr_vault_fn_common::{FnError, Settings, serve};
 use ecr_vault_restore_fn::drill::DrillConfig;
 use serde_json::{Value, json};
 
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 async fn main() -> Result<(), lambda_runtime::Error> {
     serve(
         async {
-            let config = DrillConfig::from_env(&Env::process())?;
+            let config = DrillConfig::from_env(&Settings::process())?;
             Ok::<_, ecr_vault_fn_common::ConfigError>((config, aws_config().await))
         },
         |state: Arc<(DrillConfig, aws_config::SdkConfig)>, event| async move {

@@ -2,7 +2,7 @@
 //! runtime. The binary (`src/bin_drill.rs`) is the adapter over `ecr_vault_engine::drill`,
 //! which also holds the schedule ([`ecr_vault_engine::drill::DrillEvent`]).
 
-use ecr_vault_fn_common::{ConfigError, Env};
+use ecr_vault_fn_common::{ConfigError, Settings};
 
 #[derive(Clone, Debug)]
 pub struct DrillConfig {
@@ -19,7 +19,7 @@ pub struct DrillConfig {
 impl DrillConfig {
     /// Reads `ECR_VAULT_BUCKET`, `ECR_VAULT_PREFIX`, `ECR_VAULT_REGISTRY_URL`,
     /// `ECR_VAULT_DRILL_SAMPLE` (default 5) and `ECR_VAULT_DRILL_DAY_OF_MONTH` (default 1).
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    pub fn from_env(env: &Settings) -> Result<Self, ConfigError> {
         Ok(DrillConfig {
             vault_uri: env.vault_uri()?,
             registry_url: env.url("ECR_VAULT_REGISTRY_URL")?,
@@ -36,7 +36,7 @@ mod tests {
     use super::*;
 
     fn cfg(vars: &[(&str, &str)]) -> Result<DrillConfig, String> {
-        DrillConfig::from_env(&Env::from_pairs(vars)).map_err(|e| e.to_string())
+        DrillConfig::from_env(&Settings::from_pairs(vars)).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ecr_vault_engine::metrics::restore_emf;
 use ecr_vault_engine::{NoProgress, aws_config, open_source, open_vault_at};
-use ecr_vault_fn_common::{ConfigError, Env, FnError, serve};
+use ecr_vault_fn_common::{ConfigError, FnError, Settings, serve};
 use ecr_vault_vault::Vault;
 use serde_json::Value;
 
@@ -28,7 +28,7 @@ struct Config {
 }
 
 impl Config {
-    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+    fn from_env(env: &Settings) -> Result<Self, ConfigError> {
         let allow_loopback = env.var(TEST_ALLOW_LOOPBACK_VAR).is_some_and(|v| v == "1");
         if allow_loopback {
             tracing::warn!(
@@ -59,7 +59,7 @@ struct App {
 async fn main() -> Result<(), lambda_runtime::Error> {
     serve(
         async {
-            let env = Env::process();
+            let env = Settings::process();
             let config = Config::from_env(&env).map_err(|e| e.to_string())?;
             let sdk = aws_config().await;
             let vault = open_vault_at(&sdk, &env.vault_uri().map_err(|e| e.to_string())?)

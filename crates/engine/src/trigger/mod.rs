@@ -1,11 +1,13 @@
 //! What each trigger runs, for the backup function (and anything else driven by events):
 //! classify happens in the adapter, the decisions happen here, the adapter only responds.
 //!
+//! - [`config`]: the settings they run with;
 //! - [`scheduled`]: finalise earlier fanned-out runs, plan, then back up inline or fan out;
 //! - [`push`]: an ECR image action's `detail`, validated (push, delete or ignore), and the run
 //!   for one pushed image, selected by the same rules as the nightly listing;
 //! - [`queued`]: a batch of queued work items, for fanned-out runs or on their own.
 
+pub mod config;
 pub mod push;
 pub mod queued;
 pub mod scheduled;
@@ -16,6 +18,7 @@ use crate::BackupReport;
 use crate::fanout::Finalised;
 use crate::metrics::{backup_emf, finalised_emf};
 
+pub use config::{MAX_LAMBDA_TIMEOUT, TriggerConfig};
 pub use push::{Action, ActionImage, EcrImageActionDetail, NotRun, PushOutcome, Refused, push};
 pub use queued::{Batch, Delivery, QueuedReport, decode_body, queued};
 pub use scheduled::{Queue, ScheduledReport, ScheduledRun, scheduled};

@@ -1,16 +1,17 @@
-//! The backup function's configuration: the vault and lock policy every function reads
-//! (`ecr_vault_fn_common::Env`), plus filters, concurrency and the fan-out settings.
+//! What the triggers run with: the vault, filters and concurrency every front end reads
+//! through the one schema (`crate::config`), plus the settings only an event-driven
+//! deployment has (the deadline margin, the work queue and fan-out).
 
 use std::time::Duration;
 
-use ecr_vault_engine::{Filters, VaultConfig, defaults};
-use ecr_vault_fn_common::{ConfigError, Env};
+use crate::config::{ConfigError, Settings};
+use crate::{Filters, VaultConfig, defaults};
 
 /// Lambda's longest timeout, assumed when the runtime reports no usable deadline.
 pub const MAX_LAMBDA_TIMEOUT: Duration = Duration::from_secs(900);
 
 #[derive(Clone, Debug)]
-pub struct Config {
+pub struct TriggerConfig {
     pub vault: VaultConfig,
     pub filters: Filters,
     pub image_concurrency: usize,
@@ -32,13 +33,13 @@ pub struct Config {
     pub fanout_run_timeout: Duration,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+impl TriggerConfig {
+    pub fn from_settings(env: &Settings) -> Result<Self, ConfigError> {
         let secs = |k: &str, default: Duration, min: u64, max: u64| {
             env.int(k, default.as_secs(), min..=max)
                 .map(Duration::from_secs)
         };
-        Ok(Config {
+        Ok(TriggerConfig {
             vault: env.vault(defaults::FUNCTION_PARTS_IN_FLIGHT)?,
             filters: env.filters()?,
             image_concurrency: env.image_concurrency()?,
@@ -73,11 +74,12 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use ecr_vault_vault::LockMode;
 
-    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_env(&Env::from_pairs(pairs))
+    fn cfg(pairs: &[(&str, &str)]) -> Result<TriggerConfig, ConfigError> {
+        TriggerConfig::from_settings(&Settings::from_pairs(pairs))
     }
 
     #[test]
