@@ -90,7 +90,7 @@ check_events() {
 }
 run "events JSON" check_events
 
-mapfile -t dockerfiles < <(find functions -name Dockerfile -o -name '*.Dockerfile' | sort)
+mapfile -t dockerfiles < <(find functions crates/cli -name Dockerfile -o -name '*.Dockerfile' | sort)
 if [ -x "$VENV/hadolint" ]; then
   run "hadolint" "$VENV/hadolint" --failure-threshold style "${dockerfiles[@]}"
 else

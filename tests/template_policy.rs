@@ -2033,3 +2033,32 @@ fn alarm_topic_policy_admits_this_account_and_its_alarm_and_rule_services_only()
         assert_ne!(s["Principal"], json!({"AWS": "*"}), "{s}");
     }
 }
+
+/// Every variable the template sets for a function is a key of the one configuration schema
+/// the CLI and the functions read, so a setting cannot be deployed that nothing reads, and
+/// its name in a config file is known (`ecr-vault config keys`).
+#[test]
+fn every_function_variable_the_template_sets_is_in_the_configuration_schema() {
+    let t = load_template("template.yaml");
+    let mut vars = Vec::new();
+    let mut collect = |env: &Json| {
+        if let Some(m) = env["Variables"].as_object() {
+            vars.extend(m.keys().cloned());
+        }
+    };
+    collect(&t["Globals"]["Function"]["Environment"]);
+    for r in t["Resources"]
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        collect(&r["Properties"]["Environment"]);
+    }
+    assert!(vars.len() > 20, "found only {vars:?}");
+    for v in vars.iter().filter(|v| v.starts_with("ECR_VAULT_")) {
+        assert!(
+            ecr_vault_engine::config::lookup(v).is_some(),
+            "{v} is set by template.yaml but is not in engine::config::SCHEMA"
+        );
+    }
+}

@@ -333,4 +333,18 @@ mod tests {
             assert_eq!(lookup(k.id()), Some(k));
         }
     }
+
+    /// docs/configuration.md lists every key, so the page stays the schema's.
+    #[test]
+    fn the_configuration_page_lists_every_key() {
+        let page = include_str!("../../../../docs/configuration.md");
+        for k in SCHEMA {
+            for name in [k.path, k.env, k.flag].into_iter().flatten() {
+                assert!(
+                    page.contains(&format!("`{name}`")),
+                    "{name} is not in docs/configuration.md"
+                );
+            }
+        }
+    }
 }
