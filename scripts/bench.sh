@@ -35,9 +35,15 @@ case " $* " in
   *" --bootstrap-only "*) exec .venv/bin/python bench/bootstrap.py ;;
 esac
 
-echo "bench: building release binaries" >&2
-cargo build --release --quiet -p ecr-vault-cli -p ecr-vault-testkit
-bin="$PWD/target/release"
+# ECR_VAULT_BENCH_BIN: a directory of prebuilt binaries (ecr-vault, ecr-vault-bench,
+# ecr-vault-stack) to measure instead, e.g. to compare build profiles in one sitting.
+if [ -n "${ECR_VAULT_BENCH_BIN:-}" ]; then
+  bin="$ECR_VAULT_BENCH_BIN"
+else
+  echo "bench: building release binaries" >&2
+  cargo build --release --quiet -p ecr-vault-cli -p ecr-vault-testkit
+  bin="$PWD/target/release"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/ecr-vault-bench.XXXXXX")"
 # Deleted objects hold their disk until SeaweedFS vacuums them, so a full run peaks near
