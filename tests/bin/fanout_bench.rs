@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use ecr_vault_engine::fanout::FanoutOptions;
-use ecr_vault_engine::trigger::{self, Queue, QueuedItem, ScheduledRun};
+use ecr_vault_engine::trigger::{self, Batch, Delivery, Queue, ScheduledRun};
 use ecr_vault_engine::{BackupOptions, Filters, RegistryConfig, Source, VaultConfig};
 use ecr_vault_vault::{LockMode, LockPolicy, SnapshotId, Vault};
 use serde_json::json;
@@ -278,8 +278,7 @@ async fn worker(c: &Clients, f: &Flags) -> Result<()> {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut handles = BTreeMap::new();
-        let mut items = Vec::new();
-        let mut refused = Vec::new();
+        let mut deliveries = Vec::new();
         for m in messages {
             let id = m.message_id.clone().unwrap_or_default();
             if let Some(h) = m.receipt_handle.clone() {
@@ -291,21 +290,19 @@ async fn worker(c: &Clients, f: &Flags) -> Result<()> {
                 .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
-            match ecr_vault_engine::fanout::item::decode(m.body.as_deref().unwrap_or_default()) {
-                Ok(item) => items.push(QueuedItem {
-                    message_id: id,
-                    receives,
-                    item,
-                }),
-                Err(_) => refused.push(id),
-            }
+            deliveries.push(Delivery {
+                message_id: id,
+                receives,
+                body: m.body.clone(),
+            });
         }
-        let n = items.len();
+        let n = deliveries.len();
+        let batch = Batch::decode(deliveries);
         let opts = options(f, trigger::WORK_ITEM, Some(deadline))?;
-        let report = trigger::queued(source, vault, items, &opts, max_receives).await;
+        // `failed` names refused bodies as well as failed images.
+        let report = trigger::queued(source, vault, batch, &opts, max_receives).await;
         let wall = started.elapsed().as_secs_f64();
-        let mut failed = report.failed.clone();
-        failed.extend(refused);
+        let failed = report.failed.clone();
         let entries: Vec<DeleteMessageBatchRequestEntry> = handles
             .iter()
             .filter(|(id, _)| !failed.contains(id))
