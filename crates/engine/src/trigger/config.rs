@@ -164,7 +164,7 @@ mod tests {
                 "ECR_VAULT_RETENTION_DAYS",
             ),
             (
-                vec![base, ("ECR_VAULT_PART_SIZE_MIB", "5")],
+                vec![base, ("ECR_VAULT_PART_SIZE_MIB", "4")],
                 "ECR_VAULT_PART_SIZE_MIB",
             ),
             (
