@@ -36,6 +36,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mdsection  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- bootstrap:begin -->"
 END = "<!-- bootstrap:end -->"
@@ -197,13 +200,6 @@ def section(rows: list[dict], runs: int, load_before: str, load_after: str) -> s
     return "\n".join(L) + "\n"
 
 
-def splice(md: Path, text: str) -> None:
-    old = md.read_text() if md.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    new = pat.sub(lambda _: text, old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-    md.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--runs", type=int, default=7)
@@ -217,7 +213,7 @@ def main() -> None:
         build(pairs)
     load_before = loadavg()
     rows = measure(pairs, a.runs)
-    splice(Path(a.md), section(rows, a.runs, load_before, loadavg()))
+    mdsection.splice(Path(a.md), section(rows, a.runs, load_before, loadavg()), BEGIN, END)
     log(f"wrote {a.md}")
 
 

@@ -22,6 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mdsection  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- rerun-1000:begin -->"
 END = "<!-- rerun-1000:end -->"
@@ -112,13 +115,6 @@ def section(seed: dict, first: dict, reruns: list[dict], machine: str) -> str:
     return "\n".join(L) + "\n"
 
 
-def splice(md: Path, text: str) -> None:
-    old = md.read_text() if md.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    new = pat.sub(lambda _: text, old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-    md.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--bin-dir", default=str(REPO_ROOT / "target" / "release"))
@@ -148,7 +144,7 @@ def main() -> None:
             f"{c['imagesUnchanged']}")
         reruns.append(r)
     machine = f"{os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().release}"
-    splice(Path(a.md), section(seed, first, reruns, machine))
+    mdsection.splice(Path(a.md), section(seed, first, reruns, machine), BEGIN, END)
     if a.json:
         Path(a.json).write_text(json.dumps({"seed": seed, "first": first, "reruns": reruns},
                                            indent=1))

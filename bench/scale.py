@@ -41,6 +41,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mdsection  # noqa: E402
 import scale_seed  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -409,13 +410,6 @@ def section(r: dict) -> str:
     return "\n".join(L) + "\n"
 
 
-def splice(md: Path, text: str) -> None:
-    old = md.read_text() if md.exists() else "# Benchmarks\n"
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    new = pat.sub(lambda _: text, old) if pat.search(old) else old.rstrip("\n") + "\n\n" + text
-    md.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--work", required=True, help="scratch directory (fixture, logs)")
@@ -433,7 +427,7 @@ def main() -> None:
                    help="only write the section again from a --json dump of an earlier run")
     a = p.parse_args()
     if a.render:
-        splice(Path(a.md), section(json.loads(Path(a.render).read_text())))
+        mdsection.splice(Path(a.md), section(json.loads(Path(a.render).read_text())), BEGIN, END)
         return
     bin_dir, work = Path(a.bin_dir), Path(a.work)
     fan_bin = bin_dir / "ecr-vault-fanout-bench"
@@ -510,7 +504,7 @@ def main() -> None:
         reg.wait()
         if not os.environ.get("SCALE_KEEP_FIXTURE"):
             shutil.rmtree(root, ignore_errors=True)
-    splice(Path(a.md), section(res))
+    mdsection.splice(Path(a.md), section(res), BEGIN, END)
     log(f"wrote the scale section of {a.md}")
 
 
