@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
 use ecr_vault_testkit::{Stack, unique_name};
@@ -29,60 +29,16 @@ use serde_json::{Value, json};
 use lambda_harness::{Function, new_vault, push, sample, start_backup};
 
 /// Deliveries before moto moves a work item to the DLQ.
-const MAX_RECEIVES: i32 = 2;
+const MAX_RECEIVES: u32 = 2;
 /// Work items per worker invocation (the template's WorkerBatchSize).
 const BATCH: i32 = 2;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The work queue and its DLQ, as the template declares them (redrive after MAX_RECEIVES).
-struct Queues {
-    work: String,
-    work_arn: String,
-    dlq: String,
-}
+type Queues = ecr_vault_tests::WorkQueues;
 
 async fn queues(sqs: &aws_sdk_sqs::Client, ns: &str) -> Result<Queues> {
     let name = ns.replace(['/', '.'], "-");
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await?
-        .queue_url
-        .context("no DLQ url")?;
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .context("no DLQ arn")?;
-    let redrive = json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES});
-    let work = sqs
-        .create_queue()
-        .queue_name(format!("{name}-work"))
-        .attributes(QueueAttributeName::VisibilityTimeout, "300")
-        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-        .send()
-        .await?
-        .queue_url
-        .context("no queue url")?;
-    let work_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&work)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .context("no queue arn")?;
-    Ok(Queues {
-        work,
-        work_arn,
-        dlq,
-    })
+    ecr_vault_tests::work_queues(sqs, &name, MAX_RECEIVES, 300).await
 }
 
 /// The function, configured to fan out anything above one image onto `q`, plus `extra`.

@@ -344,3 +344,58 @@ pub fn snapshot_names(s: &ecr_vault_vault::Snapshot) -> BTreeSet<String> {
         .filter_map(|i| i.tag.as_ref().map(|t| format!("{}:{t}", i.repository)))
         .collect()
 }
+
+/// The work queue and its DLQ, as the template declares them: redrive after `max_receives`.
+pub struct WorkQueues {
+    pub work: String,
+    pub work_arn: String,
+    pub dlq: String,
+}
+
+/// Creates `<name>-dlq` and `<name>-work` on the SQS endpoint `sqs` talks to (moto).
+pub async fn work_queues(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    max_receives: u32,
+    visibility_secs: u32,
+) -> Result<WorkQueues> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let arn = |url: String| async move {
+        sqs.get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await?
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .with_context(|| format!("no ARN for {url}"))
+    };
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .send()
+        .await?
+        .queue_url
+        .context("no DLQ url")?;
+    let redrive = serde_json::json!({
+        "deadLetterTargetArn": arn(dlq.clone()).await?,
+        "maxReceiveCount": max_receives,
+    });
+    let work = sqs
+        .create_queue()
+        .queue_name(format!("{name}-work"))
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            visibility_secs.to_string(),
+        )
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await?
+        .queue_url
+        .context("no queue url")?;
+    Ok(WorkQueues {
+        work_arn: arn(work.clone()).await?,
+        work,
+        dlq,
+    })
+}

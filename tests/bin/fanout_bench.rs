@@ -164,42 +164,14 @@ fn options(f: &Flags, trigger: &str, deadline: Option<Instant>) -> Result<Backup
 }
 
 async fn queue(c: &Clients, f: &Flags) -> Result<()> {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let sqs = &c.sqs;
-    let name = f.req("name")?;
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("{name}-dlq"))
-        .send()
-        .await?
-        .queue_url
-        .context("no DLQ url")?;
-    let dlq_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .context("no DLQ arn")?;
-    let redrive = json!({
-        "deadLetterTargetArn": dlq_arn,
-        "maxReceiveCount": f.num("max-receives", 5u32)?,
-    });
-    let url = sqs
-        .create_queue()
-        .queue_name(format!("{name}-work"))
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            f.num("visibility", 120u32)?.to_string(),
-        )
-        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-        .send()
-        .await?
-        .queue_url
-        .context("no queue url")?;
-    println!("{}", json!({"queue_url": url, "dlq_url": dlq}));
+    let q = ecr_vault_tests::work_queues(
+        &c.sqs,
+        f.req("name")?,
+        f.num("max-receives", 5u32)?,
+        f.num("visibility", 120u32)?,
+    )
+    .await?;
+    println!("{}", json!({"queue_url": q.work, "dlq_url": q.dlq}));
     Ok(())
 }
 

@@ -299,11 +299,7 @@ impl Settings {
             },
             // The vault's own limits (S3's 5 MiB minimum part, our 512 MiB buffer maximum);
             // the template asks for 6 or more so that ECR's largest layer fits 10,000 parts.
-            part_size_mib: self.int(
-                "ECR_VAULT_PART_SIZE_MIB",
-                defaults::PART_SIZE_MIB,
-                5..=512,
-            )?,
+            part_size_mib: self.int("ECR_VAULT_PART_SIZE_MIB", defaults::PART_SIZE_MIB, 5..=512)?,
             parts_in_flight: self.int("ECR_VAULT_PARTS_IN_FLIGHT", parts_in_flight, 1..=1024)?,
             storage_class,
         })
