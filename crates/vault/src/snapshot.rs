@@ -278,86 +278,193 @@ pub struct Snapshot {
     pub run: RunInfo,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The stored index as it is read: each entry becomes its [`ImageRecord`] as it is parsed, so
+/// a large snapshot is never held twice (as entries with an annotation map each, then as
+/// records).
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct IndexDoc {
+struct IndexIn {
+    #[allow(dead_code)] // required, as in any OCI index, but not used
     schema_version: u32,
+    #[allow(dead_code)]
     media_type: String,
-    manifests: Vec<IndexEntry>,
+    manifests: Vec<RecordIn>,
     annotations: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct IndexEntry {
+struct EntryIn {
     media_type: String,
     digest: Digest,
     size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     platform: Option<Platform>,
     #[serde(default)]
-    annotations: BTreeMap<String, String>,
+    annotations: EntryAnnotations,
+}
+
+/// The annotations a record is read from (the `ANN_*` keys; others, such as the ref name
+/// stock tools read, are ignored).
+#[derive(Default, Deserialize)]
+struct EntryAnnotations {
+    #[serde(rename = "dev.ecr-vault.repository")]
+    repository: Option<String>,
+    #[serde(rename = "dev.ecr-vault.tag")]
+    tag: Option<String>,
+    #[serde(rename = "dev.ecr-vault.pushed-at")]
+    pushed_at: Option<String>,
+    #[serde(rename = "dev.ecr-vault.role")]
+    role: Option<String>,
+    #[serde(rename = "dev.ecr-vault.subject")]
+    subject: Option<String>,
+    #[serde(rename = "dev.ecr-vault.lock-until")]
+    lock_until: Option<String>,
+}
+
+fn parse_ts(t: Option<&String>) -> Option<DateTime<Utc>> {
+    t.and_then(|p| DateTime::parse_from_rfc3339(p).ok())
+        .map(|p| p.with_timezone(&Utc))
+}
+
+/// One entry, validated into its record while the index is parsed.
+struct RecordIn(ImageRecord);
+
+impl<'de> Deserialize<'de> for RecordIn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let e = EntryIn::deserialize(d)?;
+        let a = &e.annotations;
+        let repository = a
+            .repository
+            .as_deref()
+            .ok_or_else(|| D::Error::custom(format!("{} has no repository", e.digest)))
+            .and_then(|r| RepoName::parse(r).map_err(D::Error::custom))?;
+        let tag = a
+            .tag
+            .as_deref()
+            .map(|t| Tag::parse(t).map_err(D::Error::custom))
+            .transpose()?;
+        Ok(RecordIn(ImageRecord {
+            repository,
+            tag,
+            pushed_at: parse_ts(a.pushed_at.as_ref()),
+            role: match a.role.as_deref() {
+                Some("referrer") => Role::Referrer,
+                _ => Role::Image,
+            },
+            subject: a.subject.as_deref().and_then(|s| Digest::parse(s).ok()),
+            lock_until: parse_ts(a.lock_until.as_ref()),
+            media_type: e.media_type,
+            digest: e.digest,
+            size: e.size,
+            platform: e.platform,
+        }))
+    }
 }
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The stored index as it is written: the same fields, in the same order, as [`IndexDoc`],
+/// borrowing the records instead of copying them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IndexOut<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    manifests: EntriesOut<'a>,
+    annotations: BTreeMap<&'static str, String>,
+}
+
+struct EntriesOut<'a>(&'a [ImageRecord]);
+
+impl Serialize for EntriesOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(EntryOut))
+    }
+}
+
+/// One record as an [`IndexEntry`].
+struct EntryOut<'a>(&'a ImageRecord);
+
+impl Serialize for EntryOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let r = self.0;
+        let mut a: BTreeMap<&'static str, String> = BTreeMap::new();
+        a.insert(ANN_REPOSITORY, r.repository.to_string());
+        if let Some(t) = &r.tag {
+            a.insert(ANN_REF_NAME, format!("{}:{t}", r.repository));
+            a.insert(ANN_TAG, t.to_string());
+        }
+        if let Some(p) = r.pushed_at {
+            a.insert(ANN_PUSHED_AT, ts(p));
+        }
+        let role = match r.role {
+            Role::Image => "image",
+            Role::Referrer => "referrer",
+        };
+        a.insert(ANN_ROLE, role.to_owned());
+        if let Some(subject) = &r.subject {
+            a.insert(ANN_SUBJECT, subject.to_string());
+        }
+        if let Some(u) = r.lock_until {
+            a.insert(ANN_LOCK_UNTIL, ts(u));
+        }
+        let mut e = s.serialize_struct("IndexEntry", 5)?;
+        e.serialize_field("mediaType", &r.media_type)?;
+        e.serialize_field("digest", &r.digest)?;
+        e.serialize_field("size", &r.size)?;
+        match &r.platform {
+            Some(p) => e.serialize_field("platform", p)?,
+            None => e.skip_field("platform")?,
+        }
+        e.serialize_field("annotations", &a)?;
+        e.end()
+    }
+}
+
+/// Counts what is written, to size the snapshot's buffer exactly.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Snapshot {
     /// The exact bytes stored in the vault (deterministic: sorted annotations, stable order).
+    ///
+    /// Written straight from the records, one entry at a time, into a buffer of the exact
+    /// size: at 100,000 images a whole intermediate index (an annotation map per image) and a
+    /// doubling buffer were most of the run's peak memory.
     pub fn to_bytes(&self) -> Result<Bytes, VaultError> {
-        let manifests = self
-            .images
-            .iter()
-            .map(|r| {
-                let mut a = BTreeMap::new();
-                a.insert(ANN_REPOSITORY.to_owned(), r.repository.to_string());
-                if let Some(t) = &r.tag {
-                    a.insert(ANN_REF_NAME.to_owned(), format!("{}:{t}", r.repository));
-                    a.insert(ANN_TAG.to_owned(), t.to_string());
-                }
-                if let Some(p) = r.pushed_at {
-                    a.insert(ANN_PUSHED_AT.to_owned(), ts(p));
-                }
-                a.insert(
-                    ANN_ROLE.to_owned(),
-                    match r.role {
-                        Role::Image => "image",
-                        Role::Referrer => "referrer",
-                    }
-                    .to_owned(),
-                );
-                if let Some(s) = &r.subject {
-                    a.insert(ANN_SUBJECT.to_owned(), s.to_string());
-                }
-                if let Some(u) = r.lock_until {
-                    a.insert(ANN_LOCK_UNTIL.to_owned(), ts(u));
-                }
-                IndexEntry {
-                    media_type: r.media_type.clone(),
-                    digest: r.digest.clone(),
-                    size: r.size,
-                    platform: r.platform.clone(),
-                    annotations: a,
-                }
-            })
-            .collect();
         let mut annotations = BTreeMap::new();
-        annotations.insert(ANN_CREATED.to_owned(), ts(self.created));
-        annotations.insert(ANN_SNAPSHOT.to_owned(), self.id.to_string());
+        annotations.insert(ANN_CREATED, ts(self.created));
+        annotations.insert(ANN_SNAPSHOT, self.id.to_string());
         annotations.insert(
-            ANN_RUN.to_owned(),
+            ANN_RUN,
             serde_json::to_string(&self.run).map_err(|e| VaultError::Config(e.to_string()))?,
         );
-        let doc = IndexDoc {
+        let doc = IndexOut {
             schema_version: 2,
-            media_type: OCI_INDEX.to_owned(),
-            manifests,
+            media_type: OCI_INDEX,
+            manifests: EntriesOut(&self.images),
             annotations,
         };
-        serde_json::to_vec(&doc)
-            .map(Bytes::from)
-            .map_err(|e| VaultError::Config(e.to_string()))
+        let err = |e: serde_json::Error| VaultError::Config(e.to_string());
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &doc).map_err(err)?;
+        let mut out = Vec::with_capacity(size.0);
+        serde_json::to_writer(&mut out, &doc).map_err(err)?;
+        Ok(Bytes::from(out))
     }
 
     /// Reads a stored snapshot back. Every name and digest is re-validated.
@@ -366,58 +473,20 @@ impl Snapshot {
             key: key.to_owned(),
             reason,
         };
-        let doc: IndexDoc = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        let doc: IndexIn = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
         let id = doc
             .annotations
             .get(ANN_SNAPSHOT)
             .ok_or_else(|| bad("no snapshot id annotation".into()))
             .and_then(|s| SnapshotId::parse(s))?;
-        let created = doc
-            .annotations
-            .get(ANN_CREATED)
-            .and_then(|c| DateTime::parse_from_rfc3339(c).ok())
-            .map(|c| c.with_timezone(&Utc))
+        let created = parse_ts(doc.annotations.get(ANN_CREATED))
             .ok_or_else(|| bad("no creation time".into()))?;
         let run: RunInfo = match doc.annotations.get(ANN_RUN) {
             Some(r) => serde_json::from_str(r).map_err(|e| bad(format!("run metadata: {e}")))?,
             None => RunInfo::default(),
         };
-        let images = doc
-            .manifests
-            .into_iter()
-            .map(|e| {
-                let a = &e.annotations;
-                let repository = a
-                    .get(ANN_REPOSITORY)
-                    .ok_or_else(|| bad(format!("{} has no repository", e.digest)))
-                    .and_then(|r| RepoName::parse(r).map_err(|err| bad(err.to_string())))?;
-                let tag = a
-                    .get(ANN_TAG)
-                    .map(|t| Tag::parse(t).map_err(|err| bad(err.to_string())))
-                    .transpose()?;
-                Ok(ImageRecord {
-                    repository,
-                    tag,
-                    media_type: e.media_type,
-                    digest: e.digest,
-                    size: e.size,
-                    platform: e.platform,
-                    pushed_at: a
-                        .get(ANN_PUSHED_AT)
-                        .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
-                        .map(|p| p.with_timezone(&Utc)),
-                    role: match a.get(ANN_ROLE).map(String::as_str) {
-                        Some("referrer") => Role::Referrer,
-                        _ => Role::Image,
-                    },
-                    subject: a.get(ANN_SUBJECT).and_then(|s| Digest::parse(s).ok()),
-                    lock_until: a
-                        .get(ANN_LOCK_UNTIL)
-                        .and_then(|p| DateTime::parse_from_rfc3339(p).ok())
-                        .map(|p| p.with_timezone(&Utc)),
-                })
-            })
-            .collect::<Result<Vec<_>, VaultError>>()?;
+        // In place: a record and its newtype have the same layout.
+        let images: Vec<ImageRecord> = doc.manifests.into_iter().map(|r| r.0).collect();
         Ok(Snapshot {
             id,
             created,
@@ -537,6 +606,97 @@ mod tests {
             bytes,
             "serialization is deterministic"
         );
+    }
+
+    /// The stored format written the plain way: an annotation map per entry.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct IndexDoc {
+        schema_version: u32,
+        media_type: String,
+        manifests: Vec<IndexEntry>,
+        annotations: BTreeMap<String, String>,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct IndexEntry {
+        media_type: String,
+        digest: Digest,
+        size: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        platform: Option<Platform>,
+        annotations: BTreeMap<String, String>,
+    }
+
+    /// The index as the stored format defines it, built the plain way (a map per entry),
+    /// to hold the streaming writer to the same bytes.
+    fn reference_bytes(s: &Snapshot) -> Vec<u8> {
+        let manifests = s
+            .images
+            .iter()
+            .map(|r| {
+                let mut a = BTreeMap::new();
+                a.insert(ANN_REPOSITORY.to_owned(), r.repository.to_string());
+                if let Some(t) = &r.tag {
+                    a.insert(ANN_REF_NAME.to_owned(), format!("{}:{t}", r.repository));
+                    a.insert(ANN_TAG.to_owned(), t.to_string());
+                }
+                if let Some(p) = r.pushed_at {
+                    a.insert(ANN_PUSHED_AT.to_owned(), ts(p));
+                }
+                let role = match r.role {
+                    Role::Image => "image",
+                    Role::Referrer => "referrer",
+                };
+                a.insert(ANN_ROLE.to_owned(), role.to_owned());
+                if let Some(d) = &r.subject {
+                    a.insert(ANN_SUBJECT.to_owned(), d.to_string());
+                }
+                if let Some(u) = r.lock_until {
+                    a.insert(ANN_LOCK_UNTIL.to_owned(), ts(u));
+                }
+                IndexEntry {
+                    media_type: r.media_type.clone(),
+                    digest: r.digest.clone(),
+                    size: r.size,
+                    platform: r.platform.clone(),
+                    annotations: a,
+                }
+            })
+            .collect();
+        let mut annotations = BTreeMap::new();
+        annotations.insert(ANN_CREATED.to_owned(), ts(s.created));
+        annotations.insert(ANN_SNAPSHOT.to_owned(), s.id.to_string());
+        annotations.insert(ANN_RUN.to_owned(), serde_json::to_string(&s.run).unwrap());
+        serde_json::to_vec(&IndexDoc {
+            schema_version: 2,
+            media_type: OCI_INDEX.to_owned(),
+            manifests,
+            annotations,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_streaming_writer_writes_the_index_byte_for_byte() {
+        let mut s = sample();
+        let mut untagged = s.images[0].clone();
+        untagged.tag = None;
+        untagged.pushed_at = None;
+        untagged.lock_until = None;
+        untagged.platform = Some(Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        });
+        let mut referrer = s.images[0].clone();
+        referrer.role = Role::Referrer;
+        referrer.subject = Some(s.images[0].digest.clone());
+        s.images.extend([untagged, referrer]);
+        let bytes = s.to_bytes().unwrap();
+        assert_eq!(bytes.as_ref(), reference_bytes(&s).as_slice());
+        assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
     }
 
     #[test]
