@@ -2,7 +2,9 @@
 //! is; text output is written here, one function per report. Exit codes are documented in
 //! `ecr-vault --help` and the README.
 
+use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ecr_vault_engine::gc::GcReport;
 use ecr_vault_engine::select::{Capture, LatestView, SnapshotSummary};
@@ -11,6 +13,36 @@ use ecr_vault_vault::{ImageRecord, ScopeKind, Snapshot};
 use serde::Serialize;
 
 use crate::args::Output;
+
+/// Prints a line to stdout, like `println!`, but a reader that went away (`ecr-vault … | head`)
+/// only ends the printing: the command still finishes its work and exits with its own code.
+macro_rules! say {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// Set once stdout is closed: nothing more is written.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// What [`say!`] writes. Any other write error is reported once on stderr, as `println!`
+/// would have panicked on it.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: writing to stdout: {e}");
+        }
+    }
+}
 
 /// Finished, but some images failed or problems were found.
 pub const EXIT_FAILURES: u8 = 1;
@@ -53,7 +85,7 @@ pub fn print<T: Serialize + ?Sized>(
     text: impl FnOnce(&T),
 ) -> anyhow::Result<()> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Json => say!("{}", serde_json::to_string_pretty(report)?),
         Output::Text => text(report),
     }
     Ok(())
@@ -65,16 +97,16 @@ fn secs(ms: u64) -> f64 {
 
 fn failures(list: &[ecr_vault_vault::Failure]) {
     for f in list {
-        println!("FAILED {} {}: {}", f.repository, f.reference, f.error);
+        say!("FAILED {} {}: {}", f.repository, f.reference, f.error);
     }
 }
 
 fn skipped_and_warnings(skipped: &[ecr_vault_vault::Failure], warnings: &[String]) {
     for s in skipped {
-        println!("skipped {}@{}: {}", s.repository, s.reference, s.error);
+        say!("skipped {}@{}: {}", s.repository, s.reference, s.error);
     }
     for w in warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
 }
 
@@ -86,12 +118,16 @@ pub fn backup(r: &BackupReport) {
         .map(|s| s.to_string())
         .unwrap_or_default();
     let state = if r.complete { "complete" } else { "INCOMPLETE" };
-    println!("snapshot {id} ({state})");
-    println!(
+    say!("snapshot {id} ({state})");
+    say!(
         "images: {} ({} copied, {} unchanged, {} failed, {} skipped)",
-        c.images, c.images_copied, c.images_unchanged, c.images_failed, c.images_skipped
+        c.images,
+        c.images_copied,
+        c.images_unchanged,
+        c.images_failed,
+        c.images_skipped
     );
-    println!(
+    say!(
         "blobs: {} written, {} already in the vault; {} bytes written; {} lock extensions; {:.1}s",
         c.blobs_written,
         c.blobs_existing,
@@ -100,7 +136,7 @@ pub fn backup(r: &BackupReport) {
         secs(r.duration_ms)
     );
     let ph = &r.phases;
-    println!(
+    say!(
         "time: list {:.1}s, plan {:.1}s, copy {:.1}s, snapshot {:.1}s ({} scope)",
         secs(ph.list_ms),
         secs(ph.plan_ms),
@@ -109,7 +145,7 @@ pub fn backup(r: &BackupReport) {
         r.scope
     );
     if let Some(cost) = &r.cost {
-        println!("estimated cost: {cost} ({})", cost.prices);
+        say!("estimated cost: {cost} ({})", cost.prices);
     }
     skipped_and_warnings(&r.skipped, &r.warnings);
     failures(&r.failures);
@@ -120,7 +156,7 @@ pub fn plan(p: &Plan, verbose: bool) {
         .base_snapshot
         .as_ref()
         .map_or("none (everything is new)".to_owned(), |s| s.to_string());
-    println!("base snapshot: {base}");
+    say!("base snapshot: {base}");
     let bytes = match p.bytes_expected {
         Some(b) => {
             let basis = serde_json::to_value(p.bytes_basis).unwrap_or_default();
@@ -128,31 +164,33 @@ pub fn plan(p: &Plan, verbose: bool) {
         }
         None => "unknown (use --sizes to fetch the new manifests)".to_owned(),
     };
-    println!("new: {} images, {bytes} expected at most", p.new.len());
-    println!(
+    say!("new: {} images, {bytes} expected at most", p.new.len());
+    say!(
         "unchanged: {} images ({} lock extensions due, {} to check with one HEAD)",
         p.unchanged.len(),
         p.lock_extensions_due,
         p.lock_unknown
     );
-    println!("gone since the base snapshot: {} images", p.gone.len());
+    say!("gone since the base snapshot: {} images", p.gone.len());
     match &p.cost {
-        Some(c) => println!("storage cost estimate: {c}"),
-        None => println!("storage cost estimate: not available"),
+        Some(c) => say!("storage cost estimate: {c}"),
+        None => say!("storage cost estimate: not available"),
     }
     if verbose {
         for n in &p.new {
             let i = &n.image;
-            println!("new       {}@{} {:?}", i.repo, i.digest, i.tags);
+            say!("new       {}@{} {:?}", i.repo, i.digest, i.tags);
         }
         for u in &p.unchanged {
-            println!(
+            say!(
                 "unchanged {}@{} lock {:?}",
-                u.image.repo, u.image.digest, u.lock
+                u.image.repo,
+                u.image.digest,
+                u.lock
             );
         }
         for g in &p.gone {
-            println!("gone      {}@{}", g.repository, g.digest);
+            say!("gone      {}@{}", g.repository, g.digest);
         }
     }
     skipped_and_warnings(&p.skipped, &p.warnings);
@@ -164,7 +202,7 @@ pub fn snapshots(rows: &[SnapshotSummary]) {
         "ID", "CREATED", "TRIGGER", "SCOPE", "IMAGES", "BYTES", "STATUS",
     ];
     let [id, created, trigger, scope, images, bytes, status] = header;
-    println!(
+    say!(
         "{id:<28} {created:<26} {trigger:<10} {scope:<8} {images:>7} {bytes:>14} {status:<10} LATEST"
     );
     for r in rows {
@@ -173,7 +211,7 @@ pub fn snapshots(rows: &[SnapshotSummary]) {
         } else {
             r.scope.to_string()
         };
-        println!(
+        say!(
             "{:<28} {:<26} {:<10} {:<8} {:>7} {:>14} {:<10} {}",
             r.id.as_str(),
             r.created.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
@@ -194,12 +232,12 @@ pub fn restore(r: &RestoreReport) {
     } else {
         "applied"
     };
-    println!("restore from {} ({mode})", r.snapshots.join(", "));
+    say!("restore from {} ({mode})", r.snapshots.join(", "));
     for repo in &r.repositories_created {
-        println!("{verb} create repository {repo}");
+        say!("{verb} create repository {repo}");
     }
     for p in &r.plan {
-        println!(
+        say!(
             "{} → {}@{} tags [{}]: {} blobs, {} bytes to push",
             p.source,
             p.target,
@@ -209,7 +247,7 @@ pub fn restore(r: &RestoreReport) {
             p.bytes_to_push
         );
     }
-    println!(
+    say!(
         "images {}; blobs {} pushed, {} mounted, {} present; {} bytes; manifests {} pushed, {} present; tags {} pushed, {} unchanged; {:.1}s",
         r.images,
         r.blobs_pushed,
@@ -232,12 +270,12 @@ fn records(records: &[ImageRecord]) {
             Some(t) => format!("{}:{t}", i.repository),
             None => i.repository.to_string(),
         };
-        println!("{name:<50} {} {:?} {}", i.digest, i.role, i.media_type);
+        say!("{name:<50} {} {:?} {}", i.digest, i.role, i.media_type);
     }
 }
 
 pub fn latest(l: &LatestView, trigger: &str) {
-    println!(
+    say!(
         "latest: snapshot {} ({trigger}) overlaid by {} newer snapshot(s)",
         l.base,
         l.overlays.len()
@@ -251,9 +289,11 @@ pub fn snapshot(s: &Snapshot) {
     } else {
         "incomplete"
     };
-    println!(
+    say!(
         "snapshot {} created {} ({}, {state})",
-        s.id, s.created, s.run.trigger
+        s.id,
+        s.created,
+        s.run.trigger
     );
     records(&s.images);
     failures(&s.run.failures);
@@ -265,12 +305,12 @@ pub fn history(rows: &[Capture]) {
             .created
             .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
         let tag = r.tag.as_ref().map_or("-", |t| t.as_str());
-        println!("{created} {} {tag} {}", r.snapshot, r.digest);
+        say!("{created} {} {tag} {}", r.snapshot, r.digest);
     }
 }
 
 pub fn verify(r: &VerifyReport) {
-    println!(
+    say!(
         "verified {} snapshot(s): {} objects, {} bytes re-hashed, {} problem(s)",
         r.snapshots.len(),
         r.objects_checked,
@@ -278,22 +318,22 @@ pub fn verify(r: &VerifyReport) {
         r.problems.len()
     );
     for p in &r.problems {
-        println!("PROBLEM {}: {}", p.key, p.problem);
+        say!("PROBLEM {}: {}", p.key, p.problem);
     }
 }
 
 pub fn gc(r: &GcReport) {
     let p = &r.plan;
     let verb = if r.applied { "deleted" } else { "would delete" };
-    println!(
+    say!(
         "snapshots: {} kept, {} expired by policy",
         p.snapshots_kept.len(),
         p.snapshots_expired.len()
     );
     for e in &p.snapshots_expired {
         match e.locked_until {
-            Some(t) => println!("  {} expired, record locked until {t}", e.id),
-            None => println!("  {} expired", e.id),
+            Some(t) => say!("  {} expired, record locked until {t}", e.id),
+            None => say!("  {} expired", e.id),
         }
     }
     for d in &p.delete {
@@ -302,20 +342,20 @@ pub fn gc(r: &GcReport) {
         } else {
             ""
         };
-        println!("{verb} {} {} ({} bytes){bypass}", d.kind, d.key, d.size);
+        say!("{verb} {} {} ({} bytes){bypass}", d.kind, d.key, d.size);
     }
     let abort = if r.applied { "aborted" } else { "would abort" };
     for u in &p.uploads_to_abort {
-        println!("{abort} upload {} {}", u.key, u.upload_id);
+        say!("{abort} upload {} {}", u.key, u.upload_id);
     }
-    println!(
+    say!(
         "{} objects referenced by live snapshots; {} unreferenced still locked ({} bytes); {} resumable uploads kept",
         p.referenced_objects,
         p.held.len(),
         p.held.iter().map(|h| h.size).sum::<u64>(),
         p.uploads_resumable
     );
-    println!(
+    say!(
         "{verb}: {} versions, {} bytes; storage {} -> {} (${:.2} -> ${:.2}/month, {})",
         p.delete.len(),
         p.bytes_reclaimed,
@@ -326,12 +366,12 @@ pub fn gc(r: &GcReport) {
         p.cost_before.prices
     );
     for s in &r.skipped {
-        println!("skipped {}: {}", s.key, s.reason);
+        say!("skipped {}: {}", s.key, s.reason);
     }
     for w in &p.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
     for e in &r.errors {
-        println!("ERROR {}: {}", e.key, e.reason);
+        say!("ERROR {}: {}", e.key, e.reason);
     }
 }

@@ -1,6 +1,7 @@
 //! `ecr-vault config`: check a configuration before a run depends on it, and list the
 //! settings the schema knows.
 
+use crate::output::say;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -30,12 +31,14 @@ pub async fn run(cmd: ConfigCommand, config: Option<&PathBuf>) -> anyhow::Result
 }
 
 fn keys() {
-    println!(
+    say!(
         "{:<34} {:<34} {:<24} MEANING",
-        "FILE", "ENVIRONMENT", "FLAG"
+        "FILE",
+        "ENVIRONMENT",
+        "FLAG"
     );
     for k in SCHEMA {
-        println!(
+        say!(
             "{:<34} {:<34} {:<24} {}",
             k.path.unwrap_or("-"),
             k.env.unwrap_or("-"),
@@ -70,12 +73,14 @@ fn check(s: &Settings) -> Result<(), Invalid> {
             } else {
                 value
             };
-            println!("{:<34} {shown}  [{from}]", k.path.or(k.env).unwrap_or("-"));
+            say!("{:<34} {shown}  [{from}]", k.path.or(k.env).unwrap_or("-"));
         }
     }
-    println!(
+    say!(
         "ok: vault {} ({} lock, {} days)",
-        vault.uri, vault.lock.mode, vault.lock.retention_days
+        vault.uri,
+        vault.lock.mode,
+        vault.lock.retention_days
     );
     Ok(())
 }
