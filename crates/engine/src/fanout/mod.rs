@@ -26,6 +26,7 @@
 //! markers), `queue` (the scheduled side: manifest, then SQS), `worker`, `finalise`; this
 //! module holds the options and the input.
 
+mod cache;
 mod finalise;
 pub mod item;
 mod queue;
@@ -40,10 +41,13 @@ use ecr_vault_vault::{Failure, ImageRecord, LockPolicy};
 
 use crate::source::{Listing, SourceImage};
 
+pub use cache::read_manifest_cached;
 pub use finalise::{Finalised, PendingReport, PendingRun, finalise_pending};
 pub use item::{WORK_ACTION, WorkItem};
 pub use queue::{FanoutReport, fan_out};
-pub use state::{DoneMarker, ExpectedImage, FailedMarker, RunManifest, read_manifest};
+pub use state::{
+    DoneMarker, ExpectedImage, FailedMarker, IndexedManifest, RunManifest, read_manifest,
+};
 pub use worker::{Attempt, Unavailable, WorkReport, work};
 
 /// When a scheduled run fans out, and how completion is judged.
