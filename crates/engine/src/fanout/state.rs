@@ -82,8 +82,8 @@ pub struct RunManifest {
 }
 
 /// A run manifest with its expected images indexed by repository, built once per manifest
-/// read (and kept per container by [`super::cache`]): a worker judges the repositories it
-/// touched by looking them up, not by scanning the run.
+/// read (and kept per container by [`super::read_manifest_cached`]): a worker judges the
+/// repositories it touched by looking them up, not by scanning the run.
 #[derive(Debug)]
 pub struct IndexedManifest {
     pub manifest: RunManifest,

@@ -220,8 +220,8 @@ async fn mark(
 
 /// Writes the complete marker of each repository in `marked` that has every expected image
 /// marked, then, if there was one, finalises the run when every repository has its complete
-/// marker. Each LIST follows this worker's own PUTs at the level it judges, so of workers
-/// racing to the last markers the one whose LIST comes last sees them all.
+/// marker. Each LIST follows this worker's own PUTs at the level it judges: why racing
+/// workers cannot all miss the end is in the module docs of [`super`].
 async fn complete(
     vault: &Vault,
     manifest: &IndexedManifest,
