@@ -743,3 +743,69 @@ async fn two_workers_finishing_one_repository_at_once_write_one_snapshot() -> Re
     );
     one_complete_snapshot(&p.vault, &run, &images).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_marked_without_complete_markers_is_finalised_by_the_next_schedule() -> Result<()> {
+    let stack = Stack::shared().await?;
+    let sqs = sqs_client(stack);
+    let ns = unique_name("fancompat");
+    let (api, tools) = (format!("{ns}/api"), format!("{ns}/tools"));
+    let images = vec![
+        push(stack, 821, &api, &["v1"]).await?,
+        push(stack, 822, &tools, &["v1"]).await?,
+    ];
+    let q = queues(&sqs, &ns).await?;
+    let p = in_process(stack).await?;
+    let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
+    let manifest = fanout::read_manifest_cached(&p.vault, &run)
+        .await?
+        .context("no manifest")?;
+    let work = |i: &PushedImage| -> Result<Vec<Attempt>> {
+        Ok(vec![Attempt {
+            image: source_image(i)?,
+            last_attempt: false,
+        }])
+    };
+
+    // `api` is marked as the previous version marked it: its done marker, no complete marker
+    // (its PUT is refused here, so the worker stops there).
+    let refused = p.proxy.add_rule(
+        Rule::new(
+            &format!("/{}/vault/staging/runs/*/complete/*", p.bucket),
+            Fault::s3_error(403, "AccessDenied", "refused by the test"),
+        )
+        .method("PUT"),
+    );
+    let old = fanout::work(
+        &p.source,
+        &p.vault,
+        &manifest,
+        work(&images[0])?,
+        vec![],
+        &p.opts,
+    )
+    .await;
+    ensure!(old.is_err(), "the complete marker was written: {old:#?}");
+    p.proxy.remove_rule(refused);
+
+    // A worker of this version completes `tools`, but no complete marker says `api` is done,
+    // so it does not finalise: the run waits for the sweep.
+    let w = fanout::work(
+        &p.source,
+        &p.vault,
+        &manifest,
+        work(&images[1])?,
+        vec![],
+        &p.opts,
+    )
+    .await?;
+    ensure!(w.finalised.is_none(), "{w:#?}");
+    ensure!(p.vault.list_snapshots().await?.is_empty());
+
+    // The next scheduled run judges from the markers alone, and finalises it complete.
+    let fan = FanoutOptions::new(q.work.clone(), 0, Duration::from_secs(600));
+    let swept = fanout::finalise_pending(&p.vault, &fan, Utc::now()).await?;
+    assert_eq!(swept.finalised.len(), 1, "{swept:#?}");
+    assert!(swept.finalised[0].complete && swept.finalised[0].written);
+    one_complete_snapshot(&p.vault, &run, &images).await
+}
