@@ -19,11 +19,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail, ensure};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
+use ecr_vault_engine::fanout::{self, Attempt, FanoutInput, FanoutOptions, WorkReport};
+use ecr_vault_engine::trigger::{self, Batch, Delivery};
+use ecr_vault_engine::{BackupOptions, Source, SourceImage};
+use ecr_vault_registry::{Digest, RepoName, Tag};
+use ecr_vault_testkit::faultproxy::{Fault, FaultProxy, Gate, Rule};
 use ecr_vault_testkit::fixtures::{ImageBuilder, PushedImage};
+use ecr_vault_testkit::s3::s3_client;
 use ecr_vault_testkit::{Stack, unique_name};
-use ecr_vault_tests::sqs_client;
-use ecr_vault_tests::{check_vault, snapshot_names};
-use ecr_vault_vault::Vault;
+use ecr_vault_tests::{check_vault, registry_source, snapshot_names, sqs_client};
+use ecr_vault_vault::{SnapshotId, Vault, VaultLocation, VaultOptions};
 use serde_json::{Value, json};
 
 use lambda_harness::{Function, new_vault, push, sample, start_backup};
@@ -402,4 +407,405 @@ async fn a_run_whose_items_never_all_report_is_finalised_incomplete_by_the_next_
     );
     check_vault(&vault, "COMPLIANCE", Utc::now()).await?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker in this process, as in a warm container: its S3 requests counted on the wire.
+
+/// A vault whose S3 requests go through a counting proxy, and the stack's registry as the
+/// source; the engine runs in the test's process.
+struct InProcess {
+    proxy: FaultProxy,
+    bucket: String,
+    vault: Vault,
+    source: Source,
+    opts: BackupOptions,
+}
+
+async fn in_process(stack: &Stack) -> Result<InProcess> {
+    let proxy = FaultProxy::start(&stack.s3.endpoint()).await?;
+    let bucket = unique_name("fanvault");
+    stack.s3.create_locked_bucket(&bucket).await?;
+    let vault = Vault::new(
+        s3_client(&proxy.url(), &stack.s3.access_key, &stack.s3.secret_key),
+        VaultLocation::parse(&format!("s3://{bucket}/vault"))?,
+        VaultOptions {
+            lock: ecr_vault_tests::lock(2),
+            ..VaultOptions::default()
+        },
+    )?;
+    Ok(InProcess {
+        proxy,
+        bucket,
+        vault,
+        source: registry_source(&stack.registry)?,
+        opts: BackupOptions {
+            trigger: "scheduled".into(),
+            ..BackupOptions::default()
+        },
+    })
+}
+
+fn source_image(i: &PushedImage) -> Result<SourceImage> {
+    Ok(SourceImage {
+        repo: RepoName::parse(&i.repo)?,
+        digest: Digest::parse(&i.digest)?,
+        tags: i
+            .tags
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<Result<_, _>>()?,
+        pushed_at: None,
+        media_type: Some(i.media_type.clone()),
+    })
+}
+
+/// Fans `images` out as the scheduled invocation does: the run manifest, then one work item
+/// each on `q` (left there: the tests hand the items to the worker themselves).
+async fn fan_out_in_process(
+    p: &InProcess,
+    sqs: &aws_sdk_sqs::Client,
+    q: &Queues,
+    images: &[PushedImage],
+) -> Result<SnapshotId> {
+    let input = FanoutInput {
+        work: images.iter().map(source_image).collect::<Result<_>>()?,
+        ..FanoutInput::default()
+    };
+    let fan = FanoutOptions::new(q.work.clone(), 0, Duration::from_secs(600));
+    let r = fanout::fan_out(&p.source, &p.vault, sqs, input, &p.opts, &fan).await?;
+    ensure!(r.not_queued.is_empty(), "{r:#?}");
+    ensure!(r.queued == images.len(), "{r:#?}");
+    Ok(r.run)
+}
+
+/// A delivery of the work item of `image` in `run`, as the SQS event carries it.
+fn delivery(run: &SnapshotId, image: &PushedImage) -> Delivery {
+    let body = json!({"action": "backup-image", "repository": image.repo,
+                      "digest": image.digest, "tags": image.tags, "run": run.as_str()});
+    Delivery {
+        message_id: format!("m-{}", image.digest),
+        receives: 1,
+        body: Some(body.to_string()),
+    }
+}
+
+/// The ListObjectsV2 requests the proxy saw under the run's staging prefix since its counts
+/// were reset: each prefix relative to the run's, and whether it was shallow (delimiter `/`).
+fn run_lists(p: &InProcess, run: &SnapshotId) -> Vec<(String, bool)> {
+    let run_prefix = p.vault.location().run_prefix(run);
+    let mut out: Vec<(String, bool)> = p
+        .proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .filter_map(|r| {
+            let q = r.query?;
+            query_param(&q, "list-type")?;
+            let prefix = query_param(&q, "prefix").unwrap_or_default();
+            let shallow = query_param(&q, "delimiter").as_deref() == Some("/");
+            Some((prefix.strip_prefix(&run_prefix)?.to_owned(), shallow))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The percent-decoded value of `key` in a query string.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    let raw = query.split('&').find_map(|kv| match kv.split_once('=') {
+        Some((k, v)) if k == key => Some(v),
+        None if kv == key => Some(""),
+        _ => None,
+    })?;
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// GETs of the run's manifest since the proxy's counts were reset.
+fn manifest_gets(p: &InProcess, run: &SnapshotId) -> u64 {
+    let key = p.vault.location().run_manifest_key(run);
+    p.proxy.count("GET", &format!("/{}/{key}", p.bucket))
+}
+
+/// Runs one batch through the SQS path in this process; every item must succeed.
+async fn batch(p: &InProcess, run: &SnapshotId, images: &[&PushedImage]) -> Result<WorkReport> {
+    p.proxy.reset_counts();
+    let deliveries = images.iter().map(|i| delivery(run, i)).collect();
+    let mut r = trigger::queued(
+        &p.source,
+        &p.vault,
+        Batch::decode(deliveries),
+        &p.opts,
+        MAX_RECEIVES,
+    )
+    .await;
+    ensure!(r.failed.is_empty(), "redelivered: {:?}", r.failed);
+    ensure!(r.standalone.is_none(), "not worked as the run's items");
+    let (name, w) = r.runs.pop().context("no fanned-out run in the report")?;
+    ensure!(name == run.as_str() && r.runs.is_empty(), "{name}");
+    ensure!(w.done.len() == images.len(), "{w:#?}");
+    Ok(w)
+}
+
+/// The snapshot of `run`: the only one in the vault, complete, every image under every tag.
+async fn one_complete_snapshot(
+    vault: &Vault,
+    run: &SnapshotId,
+    images: &[PushedImage],
+) -> Result<()> {
+    ensure!(vault.list_snapshots().await? == std::slice::from_ref(run));
+    let snap = vault.get_snapshot(run).await?.context("snapshot")?;
+    ensure!(snap.run.complete, "{:#?}", snap.run);
+    ensure!(snap.run.failures.is_empty(), "{:#?}", snap.run.failures);
+    ensure!(snapshot_names(&snap) == names(images));
+    let digests: BTreeSet<String> = snap.images.iter().map(|r| r.digest.to_string()).collect();
+    let pushed: BTreeSet<String> = images.iter().map(|i| i.digest.clone()).collect();
+    ensure!(digests == pushed, "{digests:?}");
+    ensure!(snap.run.counts.images_copied == images.len() as u64);
+    check_vault(vault, "COMPLIANCE", Utc::now()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lists_only_its_repositories_and_reads_the_manifest_once_per_process() -> Result<()>
+{
+    let stack = Stack::shared().await?;
+    let sqs = sqs_client(stack);
+    let ns = unique_name("fanshard");
+    let (api, nested, tools) = (
+        format!("{ns}/api"),
+        format!("{ns}/api/nested"),
+        format!("{ns}/tools"),
+    );
+    // `api/nested` sits inside `api`'s marker prefix: its markers must stay out of `api`'s LIST.
+    let images = vec![
+        push(stack, 801, &api, &["v1"]).await?,
+        push(stack, 802, &api, &["v2"]).await?,
+        push(stack, 803, &nested, &["v1"]).await?,
+        push(stack, 804, &tools, &["v1", "latest"]).await?,
+    ];
+    let q = queues(&sqs, &ns).await?;
+    let p = in_process(stack).await?;
+    let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
+    let shallow = |kind: &str, repo: &str| (format!("{kind}/{repo}/"), true);
+
+    // The first image of `api`: only `api`'s markers are listed, and `api` is not complete, so
+    // nothing else is. The manifest is read, once.
+    let w = batch(&p, &run, &[&images[0]]).await?;
+    ensure!(w.finalised.is_none(), "{w:#?}");
+    assert_eq!(
+        run_lists(&p, &run),
+        [shallow("done", &api), shallow("failed", &api)]
+    );
+    assert_eq!(manifest_gets(&p, &run), 1);
+
+    // The rest of `api`, and `tools`: both complete, so the complete markers are listed (one
+    // per repository); `api/nested` is not, so the run is not finalised. The manifest is not
+    // read again in this process.
+    let w = batch(&p, &run, &[&images[1], &images[3]]).await?;
+    ensure!(w.finalised.is_none(), "{w:#?}");
+    assert_eq!(
+        run_lists(&p, &run),
+        [
+            ("complete/".to_owned(), false),
+            shallow("done", &api),
+            shallow("done", &tools),
+            shallow("failed", &api),
+            shallow("failed", &tools),
+        ]
+    );
+    assert_eq!(manifest_gets(&p, &run), 0, "read again");
+
+    // The last image completes `api/nested` and the run: the finaliser alone lists every
+    // marker of the run (once), and writes the snapshot.
+    let w = batch(&p, &run, &[&images[2]]).await?;
+    let f = w
+        .finalised
+        .context("the last batch did not finalise the run")?;
+    ensure!(f.complete && f.written, "{f:#?}");
+    assert_eq!(
+        run_lists(&p, &run),
+        [
+            (String::new(), false),
+            ("complete/".to_owned(), false),
+            shallow("done", &nested),
+            shallow("failed", &nested),
+        ]
+    );
+    assert_eq!(manifest_gets(&p, &run), 0, "read again");
+
+    // Every repository with expected images has its complete marker; the snapshot is the
+    // run's images, as before complete markers existed.
+    let loc = p.vault.location();
+    for repo in [&api, &nested, &tools] {
+        let key = loc.run_complete_key(&run, &RepoName::parse(repo)?);
+        ensure!(p.vault.head(&key).await?.is_some(), "no {key}");
+    }
+    one_complete_snapshot(&p.vault, &run, &images).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_finishing_one_repository_at_once_write_one_snapshot() -> Result<()> {
+    let stack = Stack::shared().await?;
+    let sqs = sqs_client(stack);
+    let ns = unique_name("fanrace");
+    let (api, tools) = (format!("{ns}/api"), format!("{ns}/tools"));
+    let images = vec![
+        push(stack, 811, &api, &["v1"]).await?,
+        push(stack, 812, &api, &["v2"]).await?,
+        push(stack, 813, &tools, &["v1"]).await?,
+    ];
+    let q = queues(&sqs, &ns).await?;
+    let p = in_process(stack).await?;
+    let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
+    let manifest = fanout::read_manifest_cached(&p.vault, &run)
+        .await?
+        .context("no manifest")?;
+    let attempt = |i: &PushedImage| -> Result<Vec<Attempt>> {
+        Ok(vec![Attempt {
+            image: source_image(i)?,
+            last_attempt: false,
+        }])
+    };
+    let w = fanout::work(
+        &p.source,
+        &p.vault,
+        &manifest,
+        attempt(&images[2])?,
+        vec![],
+        &p.opts,
+    )
+    .await?;
+    ensure!(w.finalised.is_none(), "{w:#?}");
+
+    // The worst interleaving, forced: each worker's LIST of `api`'s markers (the first shallow
+    // LIST it makes, after its own marker PUT) is held until both have sent theirs, so each
+    // sees both markers and both go on to complete the repository and the run.
+    let gate = Gate::new();
+    let held = p.proxy.add_rule(
+        Rule::new(&format!("/{}*", p.bucket), Fault::Hold(gate.clone()))
+            .method("GET")
+            .query("delimiter"),
+    );
+    let spawn = |image: &PushedImage| -> Result<_> {
+        let (source, vault, manifest, opts) = (
+            p.source.clone(),
+            p.vault.clone(),
+            manifest.clone(),
+            p.opts.clone(),
+        );
+        let images = attempt(image)?;
+        Ok(tokio::spawn(async move {
+            fanout::work(&source, &vault, &manifest, images, vec![], &opts).await
+        }))
+    };
+    let (a, b) = (spawn(&images[0])?, spawn(&images[1])?);
+    p.proxy
+        .wait_for("both workers' LISTs", Duration::from_secs(60), |px| {
+            px.rule_stats(held).matches >= 2
+        })
+        .await?;
+    gate.open();
+    let (a, b) = (a.await??, b.await??);
+
+    let finalised: Vec<_> = [&a, &b]
+        .iter()
+        .filter_map(|w| w.finalised.clone())
+        .collect();
+    assert_eq!(
+        finalised.len(),
+        2,
+        "both saw the run complete: {a:#?} {b:#?}"
+    );
+    assert!(finalised.iter().all(|f| f.complete));
+    assert_eq!(
+        finalised.iter().filter(|f| f.written).count(),
+        1,
+        "one wrote the snapshot, the other found it: {finalised:#?}"
+    );
+    one_complete_snapshot(&p.vault, &run, &images).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_marked_without_complete_markers_is_finalised_by_the_next_schedule() -> Result<()> {
+    let stack = Stack::shared().await?;
+    let sqs = sqs_client(stack);
+    let ns = unique_name("fancompat");
+    let (api, tools) = (format!("{ns}/api"), format!("{ns}/tools"));
+    let images = vec![
+        push(stack, 821, &api, &["v1"]).await?,
+        push(stack, 822, &tools, &["v1"]).await?,
+    ];
+    let q = queues(&sqs, &ns).await?;
+    let p = in_process(stack).await?;
+    let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
+    let manifest = fanout::read_manifest_cached(&p.vault, &run)
+        .await?
+        .context("no manifest")?;
+    let work = |i: &PushedImage| -> Result<Vec<Attempt>> {
+        Ok(vec![Attempt {
+            image: source_image(i)?,
+            last_attempt: false,
+        }])
+    };
+
+    // `api` is marked as the previous version marked it: its done marker, no complete marker
+    // (its PUT is refused here, so the worker stops there).
+    let refused = p.proxy.add_rule(
+        Rule::new(
+            &format!("/{}/vault/staging/runs/*/complete/*", p.bucket),
+            Fault::s3_error(403, "AccessDenied", "refused by the test"),
+        )
+        .method("PUT"),
+    );
+    let old = fanout::work(
+        &p.source,
+        &p.vault,
+        &manifest,
+        work(&images[0])?,
+        vec![],
+        &p.opts,
+    )
+    .await;
+    ensure!(old.is_err(), "the complete marker was written: {old:#?}");
+    p.proxy.remove_rule(refused);
+
+    // A worker of this version completes `tools`, but no complete marker says `api` is done,
+    // so it does not finalise: the run waits for the sweep.
+    let w = fanout::work(
+        &p.source,
+        &p.vault,
+        &manifest,
+        work(&images[1])?,
+        vec![],
+        &p.opts,
+    )
+    .await?;
+    ensure!(w.finalised.is_none(), "{w:#?}");
+    ensure!(p.vault.list_snapshots().await?.is_empty());
+
+    // The next scheduled run judges from the markers alone, and finalises it complete.
+    let fan = FanoutOptions::new(q.work.clone(), 0, Duration::from_secs(600));
+    let swept = fanout::finalise_pending(&p.vault, &fan, Utc::now()).await?;
+    assert_eq!(swept.finalised.len(), 1, "{swept:#?}");
+    assert!(swept.finalised[0].complete && swept.finalised[0].written);
+    one_complete_snapshot(&p.vault, &run, &images).await
 }

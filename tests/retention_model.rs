@@ -297,7 +297,7 @@ impl Model {
             .await
             .unwrap();
         assert!(report.not_queued.is_empty(), "{report:#?}");
-        let manifest = fanout::read_manifest(&self.vault, &report.run)
+        let manifest = fanout::read_manifest_cached(&self.vault, &report.run)
             .await
             .unwrap()
             .unwrap();

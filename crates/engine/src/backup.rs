@@ -420,7 +420,7 @@ async fn run_plan(
             scope: Some(plan.scope),
         },
     };
-    let key = vault.put_snapshot(&snapshot, until).await?;
+    let (key, _) = vault.put_snapshot(&snapshot, until).await?;
     let done = Instant::now();
     // Consecutive intervals on one clock, so they add up to the whole run; the copy phase
     // starts where planning ended (a gap before it, e.g. the fan-out decision, counts there).

@@ -22,7 +22,7 @@ pub mod versions;
 
 pub use client::{blob_storage_class, s3_client};
 pub use error::VaultError;
-pub use location::{RunMarker, VaultLocation};
+pub use location::{RunKey, RunMarker, VaultLocation};
 pub use lock::{LockMode, LockPolicy, RetentionUnit};
 pub use snapshot::{
     Counts, Failure, ImageRecord, Role, RunInfo, ScopeGroup, ScopeKind, Skip, Snapshot, SnapshotId,

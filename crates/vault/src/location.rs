@@ -126,6 +126,28 @@ impl VaultLocation {
         )
     }
 
+    /// The markers of one kind and one repository of a run: what a worker LISTs (shallow, so
+    /// a nested repository's markers stay out) to judge that repository alone.
+    pub fn run_markers_prefix(
+        &self,
+        run: &crate::snapshot::SnapshotId,
+        kind: RunMarker,
+        repo: &RepoName,
+    ) -> String {
+        format!("{}{}/{repo}/", self.run_prefix(run), kind.as_str())
+    }
+
+    /// The run's repository-complete markers: one per repository whose expected images all
+    /// have a marker, so the run-wide check LISTs one key per repository, not per image.
+    pub fn run_complete_prefix(&self, run: &crate::snapshot::SnapshotId) -> String {
+        format!("{}{COMPLETE}/", self.run_prefix(run))
+    }
+
+    /// `<run prefix>complete/<repository>.json`.
+    pub fn run_complete_key(&self, run: &crate::snapshot::SnapshotId, repo: &RepoName) -> String {
+        format!("{}{repo}.json", self.run_complete_prefix(run))
+    }
+
     /// Leases of one kind (`run`, `gc`); ids sort by time.
     pub fn leases_prefix(&self, kind: &str) -> String {
         self.key(&format!("staging/leases/{kind}/"))
@@ -157,21 +179,40 @@ impl RunMarker {
             RunMarker::Failed => "failed",
         }
     }
+}
 
-    /// Parses `<kind>/<repository>/<hex>.json`, a key relative to a run's prefix: the inverse
-    /// of [`VaultLocation::run_marker_key`]. `None` for anything it would not have built.
-    pub fn parse(rel: &str) -> Option<(RunMarker, RepoName, Digest)> {
+/// The directory of repository-complete markers under a run's prefix.
+const COMPLETE: &str = "complete";
+
+/// A key under a fanned-out run's prefix, parsed: the inverse of
+/// [`VaultLocation::run_marker_key`] and [`VaultLocation::run_complete_key`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunKey {
+    /// `<kind>/<repository>/<hex>.json`: one image's marker.
+    Marker(RunMarker, RepoName, Digest),
+    /// `complete/<repository>.json`: every expected image of the repository has a marker.
+    Complete(RepoName),
+}
+
+impl RunKey {
+    /// Parses a key relative to a run's prefix. `None` for anything the location would not
+    /// have built.
+    pub fn parse(rel: &str) -> Option<RunKey> {
         let (kind, rest) = rel.split_once('/')?;
         let kind = match kind {
             "done" => RunMarker::Done,
             "failed" => RunMarker::Failed,
+            COMPLETE => {
+                let repo = rest.strip_suffix(".json")?;
+                return RepoName::parse(repo).ok().map(RunKey::Complete);
+            }
             _ => return None,
         };
         let (repo, file) = rest.rsplit_once('/')?;
         let hex = file.strip_suffix(".json")?;
         let repo = RepoName::parse(repo).ok()?;
         let digest = Digest::parse(&format!("sha256:{hex}")).ok()?;
-        Some((kind, repo, digest))
+        Some(RunKey::Marker(kind, repo, digest))
     }
 }
 
@@ -211,16 +252,52 @@ mod tests {
         let key = v.run_marker_key(&run, RunMarker::Done, &repo, &d);
         let rel = key.strip_prefix(&v.run_prefix(&run)).unwrap();
         assert_eq!(
-            RunMarker::parse(rel),
-            Some((RunMarker::Done, repo.clone(), d.clone()))
+            RunKey::parse(rel),
+            Some(RunKey::Marker(RunMarker::Done, repo.clone(), d.clone()))
         );
-        assert_eq!(RunMarker::parse("done/team/app/api/zz.json"), None);
-        assert_eq!(RunMarker::parse("done/../x/abc.json"), None);
-        assert_eq!(RunMarker::parse("other/team/abc.json"), None);
-        assert_eq!(RunMarker::parse("done"), None);
+        // The repository's marker prefix holds its markers, and is the run's.
+        assert!(key.starts_with(&v.run_markers_prefix(&run, RunMarker::Done, &repo)));
+        assert_eq!(
+            v.run_markers_prefix(&run, RunMarker::Failed, &repo),
+            "ecr/staging/runs/20261124T020000000Z-a1b2c3/failed/team/app/api/"
+        );
+        assert_eq!(RunKey::parse("done/team/app/api/zz.json"), None);
+        assert_eq!(RunKey::parse("done/../x/abc.json"), None);
+        assert_eq!(RunKey::parse("other/team/abc.json"), None);
+        assert_eq!(RunKey::parse("done"), None);
         assert_eq!(
             v.run_manifest_key(&run),
             "ecr/staging/runs/20261124T020000000Z-a1b2c3.json"
+        );
+    }
+
+    #[test]
+    fn repository_complete_keys_round_trip_and_stay_apart_from_markers() {
+        let v = VaultLocation::parse("s3://my-vault/ecr").unwrap();
+        let run = crate::snapshot::SnapshotId::parse("20261124T020000000Z-a1b2c3").unwrap();
+        let prefix = v.run_prefix(&run);
+        for name in ["api", "team/app/api", "team/app.json"] {
+            let repo = RepoName::parse(name).unwrap();
+            let key = v.run_complete_key(&run, &repo);
+            assert!(key.starts_with(&v.run_complete_prefix(&run)), "{key}");
+            let rel = key.strip_prefix(&prefix).unwrap();
+            assert_eq!(RunKey::parse(rel), Some(RunKey::Complete(repo)), "{rel}");
+        }
+        assert_eq!(
+            v.run_complete_key(&run, &RepoName::parse("team/app").unwrap()),
+            "ecr/staging/runs/20261124T020000000Z-a1b2c3/complete/team/app.json"
+        );
+        // Nothing else under complete/ parses: no suffix, a bad name, a marker's shape.
+        assert_eq!(RunKey::parse("complete/team/app"), None);
+        assert_eq!(RunKey::parse("complete/../x.json"), None);
+        assert_eq!(RunKey::parse("complete/Team.json"), None);
+        assert_eq!(RunKey::parse("complete/.json"), None);
+        // A repository named like a marker kind stays a repository.
+        let done = RepoName::parse("done").unwrap();
+        let rel = v.run_complete_key(&run, &done);
+        assert_eq!(
+            RunKey::parse(rel.strip_prefix(&prefix).unwrap()),
+            Some(RunKey::Complete(done))
         );
     }
 

@@ -16,6 +16,7 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::VaultError;
+use crate::store::WriteOutcome;
 
 pub const ANN_REF_NAME: &str = "org.opencontainers.image.ref.name";
 pub const ANN_CREATED: &str = "org.opencontainers.image.created";
@@ -515,17 +516,19 @@ impl ImageRecord {
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
 
 impl crate::store::Vault {
-    /// Writes a snapshot once, locked like everything it references.
+    /// Writes a snapshot once, locked like everything it references. The outcome tells a
+    /// writer that raced another with the same bytes (a fan-out finaliser) that it lost.
     pub async fn put_snapshot(
         &self,
         snapshot: &Snapshot,
         until: DateTime<Utc>,
-    ) -> Result<String, VaultError> {
+    ) -> Result<(String, WriteOutcome), VaultError> {
         let key = self.location().snapshot_key(&snapshot.id);
         let bytes = snapshot.to_bytes()?;
-        self.put_document_until(&key, bytes, OCI_INDEX, until)
+        let outcome = self
+            .put_document_until(&key, bytes, OCI_INDEX, until)
             .await?;
-        Ok(key)
+        Ok((key, outcome))
     }
 
     /// Snapshot ids in the vault, oldest first.

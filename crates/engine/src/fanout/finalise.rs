@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use ecr_vault_registry::{Digest, RepoName};
 use ecr_vault_vault::{
     Counts, Failure, ImageRecord, RunInfo, RunMarker, Snapshot, SnapshotId, Vault, VaultError,
+    WriteOutcome,
 };
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -173,7 +174,8 @@ pub(super) async fn finalise(
         false
     } else {
         match vault.put_snapshot(&snapshot, until).await {
-            Ok(_) => true,
+            // Another finaliser may have written the same bytes since the HEAD: then it did.
+            Ok((_, outcome)) => outcome == WriteOutcome::Written,
             // A racing finaliser with other markers in view wrote first: its snapshot stands.
             Err(VaultError::Corrupt { .. }) => false,
             Err(e) => return Err(e.into()),

@@ -8,24 +8,38 @@
 //! <prefix>/staging/runs/<run>.json                          the run manifest (expected images)
 //! <prefix>/staging/runs/<run>/done/<repository>/<hex>.json   one per captured image: its records
 //! <prefix>/staging/runs/<run>/failed/<repository>/<hex>.json one per image that exhausted retries
+//! <prefix>/staging/runs/<run>/complete/<repository>.json     one per repository fully marked
 //! <prefix>/snapshots/<run>.json                             the snapshot, written once
 //! ```
 //!
-//! A worker that captures an image writes its `done` marker, then LISTs the run's staging
-//! prefix. Whoever sees every expected image accounted for (done, or failed on its last
-//! delivery) writes the snapshot. Its content is a function of the manifest and the markers
-//! alone, and the write is put-once, so workers that race write one snapshot. A run whose
-//! items never all report (lost messages, a DLQ redrive that never happened) is finalised by a
-//! later scheduled run once it is older than the run timeout: an incomplete snapshot whose
-//! failures name every missing image. See docs/decisions/0004-fan-out-completion.md.
+//! Completion is judged in two levels, so that no worker's requests grow with the run. A
+//! worker that writes markers LISTs the done and failed markers of those repositories only,
+//! and writes a repository's `complete` marker when each of its expected images has one. If
+//! it found a repository complete, it LISTs `complete/` (one key per repository); whoever
+//! sees every repository with expected images complete reads every marker once and writes the
+//! snapshot. Its content is a function of the manifest and the image markers alone (the
+//! `complete` markers only say when to look), and the write is put-once, so workers that race
+//! write one snapshot. At each level every writer PUTs before it LISTs, so of two workers
+//! writing the last two markers, the one whose LIST comes last sees both (S3 lists are
+//! strongly consistent): a repository or a run cannot be left complete with nobody noticing.
+//! A run whose items never all report (lost messages, a DLQ redrive that never happened), or
+//! whose repositories were partly marked by a version without `complete` markers, is judged
+//! by a later scheduled run from all its markers: finalised when complete, or once older than the run timeout as an
+//! incomplete snapshot whose failures name every missing image. See
+//! docs/decisions/0004-fan-out-completion.md.
+//!
+//! A warm container reads each run's manifest once ([`read_manifest_cached`]): it is
+//! write-once, and re-reading it per batch was the other cost that grew with the run.
 //!
 //! Every staging object is write-once and locked like the rest of the vault; garbage
 //! collection may remove them after their lock expires.
 //!
 //! One file per job: [`item`] (the work-item body, encoded and decoded), `state` (manifest,
-//! markers), `queue` (the scheduled side: manifest, then SQS), `worker`, `finalise`; this
-//! module holds the options and the input.
+//! markers, the per-repository and run-wide LISTs), `cache` (manifests per container),
+//! `queue` (the scheduled side: manifest, then SQS), `worker`, `finalise`; this module holds
+//! the options and the input.
 
+mod cache;
 mod finalise;
 pub mod item;
 mod queue;
@@ -40,10 +54,13 @@ use ecr_vault_vault::{Failure, ImageRecord, LockPolicy};
 
 use crate::source::{Listing, SourceImage};
 
+pub use cache::read_manifest_cached;
 pub use finalise::{Finalised, PendingReport, PendingRun, finalise_pending};
 pub use item::{WORK_ACTION, WorkItem};
 pub use queue::{FanoutReport, fan_out};
-pub use state::{DoneMarker, ExpectedImage, FailedMarker, RunManifest, read_manifest};
+pub use state::{
+    DoneMarker, ExpectedImage, FailedMarker, IndexedManifest, RunManifest, read_manifest,
+};
 pub use worker::{Attempt, Unavailable, WorkReport, work};
 
 /// When a scheduled run fans out, and how completion is judged.

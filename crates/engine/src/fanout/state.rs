@@ -1,14 +1,15 @@
-//! What a fanned-out run keeps in the vault's staging area: its manifest and one marker per
-//! image (keys from [`ecr_vault_vault::VaultLocation`]). All of it is write-once; the
-//! snapshot is a function of these documents alone.
+//! What a fanned-out run keeps in the vault's staging area: its manifest, one marker per
+//! image, and one repository-complete marker per repository whose images all have one (keys
+//! from [`ecr_vault_vault::VaultLocation`]). All of it is write-once; the snapshot is a
+//! function of the manifest and the image markers alone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{
-    Counts, Failure, ImageRecord, RunMarker, SnapshotId, Vault, VaultError, WriteOutcome,
+    Counts, Failure, ImageRecord, RunKey, RunMarker, SnapshotId, Vault, VaultError, WriteOutcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +79,43 @@ pub struct RunManifest {
     pub warnings: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repositories: Option<Digest>,
+}
+
+/// A run manifest with its expected images indexed by repository, built once per manifest
+/// read (and kept per container by [`super::read_manifest_cached`]): a worker judges the
+/// repositories it touched by looking them up, not by scanning the run.
+#[derive(Debug)]
+pub struct IndexedManifest {
+    pub manifest: RunManifest,
+    by_repository: BTreeMap<RepoName, BTreeSet<Digest>>,
+}
+
+impl From<RunManifest> for IndexedManifest {
+    fn from(manifest: RunManifest) -> Self {
+        let mut by_repository: BTreeMap<RepoName, BTreeSet<Digest>> = BTreeMap::new();
+        for e in &manifest.expected {
+            by_repository
+                .entry(e.repository.clone())
+                .or_default()
+                .insert(e.digest.clone());
+        }
+        IndexedManifest {
+            manifest,
+            by_repository,
+        }
+    }
+}
+
+impl IndexedManifest {
+    /// The expected images of `repo`; `None` when the run expects none there.
+    pub(super) fn expected_in(&self, repo: &RepoName) -> Option<&BTreeSet<Digest>> {
+        self.by_repository.get(repo)
+    }
+
+    /// Every repository with an expected image: each needs its complete marker.
+    pub(super) fn repositories(&self) -> impl Iterator<Item = &RepoName> {
+        self.by_repository.keys()
+    }
 }
 
 /// What a worker left for one captured image.
@@ -182,6 +220,79 @@ pub async fn read_manifest(
     get_json(vault, &manifest_key(vault, run)).await
 }
 
+/// The repository-complete marker: which repository, and how its images ended. Only its
+/// existence is read back; the counts are for whoever inspects the staging area.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct CompleteMarker {
+    pub repository: RepoName,
+    pub done: usize,
+    pub failed: usize,
+}
+
+/// Whether every expected image of `repo` has a marker: two shallow LISTs of that
+/// repository's done and failed markers (a nested repository's markers are a subtree, not
+/// listed). `None` while an image is outstanding, else the marker to write.
+pub(super) async fn repository_status(
+    vault: &Vault,
+    run: &IndexedManifest,
+    repo: &RepoName,
+) -> Result<Option<CompleteMarker>, EngineError> {
+    let Some(expected) = run.expected_in(repo) else {
+        return Ok(None);
+    };
+    let loc = vault.location();
+    let run_prefix = loc.run_prefix(&run.manifest.run);
+    let (mut done, mut failed) = (BTreeSet::new(), BTreeSet::new());
+    for (kind, seen) in [
+        (RunMarker::Done, &mut done),
+        (RunMarker::Failed, &mut failed),
+    ] {
+        let prefix = loc.run_markers_prefix(&run.manifest.run, kind, repo);
+        for o in vault.list_objects(&prefix, None, true).await? {
+            let rel = o.key.strip_prefix(&run_prefix);
+            if let Some(RunKey::Marker(k, r, d)) = rel.and_then(RunKey::parse)
+                && k == kind
+                && &r == repo
+            {
+                seen.insert(d);
+            }
+        }
+    }
+    if !expected
+        .iter()
+        .all(|d| done.contains(d) || failed.contains(d))
+    {
+        return Ok(None);
+    }
+    Ok(Some(CompleteMarker {
+        repository: repo.clone(),
+        done: expected.intersection(&done).count(),
+        failed: expected.difference(&done).count(),
+    }))
+}
+
+/// The repositories of a run that have their complete marker: one LIST, one key per
+/// repository.
+pub(super) async fn complete_repositories(
+    vault: &Vault,
+    run: &SnapshotId,
+) -> Result<BTreeSet<RepoName>, EngineError> {
+    let loc = vault.location();
+    let run_prefix = loc.run_prefix(run);
+    Ok(vault
+        .list_keys(&loc.run_complete_prefix(run))
+        .await?
+        .into_iter()
+        .filter_map(
+            |(key, _)| match RunKey::parse(key.strip_prefix(&run_prefix)?) {
+                Some(RunKey::Complete(r)) => Some(r),
+                _ => None,
+            },
+        )
+        .collect())
+}
+
 /// Which expected images of a run have a marker.
 #[derive(Debug, Default)]
 pub(super) struct RunStatus {
@@ -191,7 +302,8 @@ pub(super) struct RunStatus {
     pub missing: Vec<ExpectedImage>,
 }
 
-/// One LIST of the run's staging prefix.
+/// One LIST of the run's whole staging prefix: O(images), for finalising only. Repository-
+/// complete markers are a worker's shortcut to this, not evidence: they are skipped here.
 pub(super) async fn status(
     vault: &Vault,
     manifest: &RunManifest,
@@ -202,14 +314,15 @@ pub(super) async fn status(
         let Some(rel) = key.strip_prefix(&prefix) else {
             continue;
         };
-        match RunMarker::parse(rel) {
-            Some((RunMarker::Done, r, d)) => {
+        match RunKey::parse(rel) {
+            Some(RunKey::Marker(RunMarker::Done, r, d)) => {
                 s.done.insert((r, d));
             }
-            Some((RunMarker::Failed, r, d)) => {
+            Some(RunKey::Marker(RunMarker::Failed, r, d)) => {
                 s.failed.insert((r, d));
             }
-            _ => tracing::warn!(key, "unexpected key in a run's staging area; ignored"),
+            Some(RunKey::Complete(_)) => {}
+            None => tracing::warn!(key, "unexpected key in a run's staging area; ignored"),
         }
     }
     s.missing = manifest

@@ -1,6 +1,11 @@
 //! A worker: captures the images of one work-item batch as an inline run would, leaves a
-//! marker for each, and finalises the run when its marker completed the set.
+//! marker for each, then judges completion in two levels: each repository it wrote markers in
+//! (a LIST of that repository's markers, and a complete marker when none is missing), then,
+//! if one of them is complete, the run (a LIST of the complete markers, one per repository).
+//! Neither LIST grows with the run's images, so a worker's S3 work does not either; only the
+//! worker that finalises reads every marker. See docs/decisions/0004-fan-out-completion.md.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -12,7 +17,10 @@ use futures::StreamExt as _;
 use serde::Serialize;
 
 use super::finalise::{Finalised, finalise};
-use super::state::{DoneMarker, FailedMarker, RunManifest, marker_key, put_once_json, status};
+use super::state::{
+    DoneMarker, FailedMarker, IndexedManifest, complete_repositories, marker_key, put_once_json,
+    repository_status, status,
+};
 use crate::EngineError;
 use crate::backup::{BackupOptions, ImageResult, capture};
 use crate::copy::Copier;
@@ -57,7 +65,7 @@ pub struct WorkReport {
 pub async fn work(
     source: &Source,
     vault: &Vault,
-    manifest: &RunManifest,
+    manifest: &IndexedManifest,
     images: Vec<Attempt>,
     unavailable: Vec<Unavailable>,
     opts: &BackupOptions,
@@ -136,17 +144,18 @@ async fn capture_batch(
 }
 
 /// Leaves a marker per image (failed ones only on their last delivery, or when unavailable),
-/// then finalises the run if a marker was written and none is missing.
+/// then judges the repositories it marked, and the run, for completion.
 async fn mark(
     vault: &Vault,
-    manifest: &RunManifest,
+    manifest: &IndexedManifest,
     results: Vec<(Attempt, Result<DoneMarker, String>)>,
     unavailable: Vec<Unavailable>,
 ) -> Result<WorkReport, EngineError> {
-    let run = &manifest.run;
+    let run = &manifest.manifest.run;
     let now = Utc::now();
     let mut report = WorkReport::default();
-    let mut marked = false;
+    // Repositories with a marker of this batch (written now, or found from a delivery before).
+    let mut marked: BTreeSet<RepoName> = BTreeSet::new();
     for (w, r) in results {
         let (repo, digest) = (&w.image.repo, &w.image.digest);
         let name = format!("{repo}@{digest}");
@@ -157,7 +166,7 @@ async fn mark(
                 let key = marker_key(vault, run, RunMarker::Done, repo, digest);
                 match put_once_json(vault, &key, &marker, now).await {
                     Ok(_) => {
-                        marked = true;
+                        marked.insert(repo.clone());
                         report.done.push(name);
                     }
                     Err(e) => {
@@ -185,7 +194,7 @@ async fn mark(
                     };
                     let key = marker_key(vault, run, RunMarker::Failed, repo, digest);
                     if put_once_json(vault, &key, &m, now).await.is_ok() {
-                        marked = true;
+                        marked.insert(repo.clone());
                         report.failed_final.push(name);
                     }
                 }
@@ -200,16 +209,51 @@ async fn mark(
         };
         let key = marker_key(vault, run, RunMarker::Failed, &u.repository, &u.digest);
         put_once_json(vault, &key, &m, now).await?;
-        marked = true;
         report
             .failed_final
             .push(format!("{}@{}", u.repository, u.digest));
+        marked.insert(u.repository);
     }
-    if marked {
-        let status = status(vault, manifest).await?;
-        if status.missing.is_empty() {
-            report.finalised = Some(finalise(vault, manifest, &status).await?);
-        }
-    }
+    report.finalised = complete(vault, manifest, &marked).await?;
     Ok(report)
+}
+
+/// Writes the complete marker of each repository in `marked` that has every expected image
+/// marked, then, if there was one, finalises the run when every repository has its complete
+/// marker. Each LIST follows this worker's own PUTs at the level it judges: why racing
+/// workers cannot all miss the end is in the module docs of [`super`].
+async fn complete(
+    vault: &Vault,
+    manifest: &IndexedManifest,
+    marked: &BTreeSet<RepoName>,
+) -> Result<Option<Finalised>, EngineError> {
+    let run = &manifest.manifest.run;
+    let mut any_complete = false;
+    for repo in marked {
+        let Some(m) = repository_status(vault, manifest, repo).await? else {
+            continue;
+        };
+        let key = vault.location().run_complete_key(run, repo);
+        put_once_json(vault, &key, &m, Utc::now()).await?;
+        any_complete = true;
+    }
+    if !any_complete {
+        return Ok(None);
+    }
+    let complete = complete_repositories(vault, run).await?;
+    if !manifest.repositories().all(|r| complete.contains(r)) {
+        return Ok(None);
+    }
+    // The markers are the evidence; the complete markers only said it was time to read them.
+    let status = status(vault, &manifest.manifest).await?;
+    if !status.missing.is_empty() {
+        tracing::warn!(
+            run = run.as_str(),
+            missing = status.missing.len(),
+            "every repository is marked complete but images lack a marker; \
+             the next scheduled run judges the run"
+        );
+        return Ok(None);
+    }
+    Ok(Some(finalise(vault, &manifest.manifest, &status).await?))
 }

@@ -11,7 +11,7 @@ use ecr_vault_registry::{Digest, RepoName, Tag};
 use ecr_vault_vault::{SnapshotId, Vault};
 use futures::StreamExt as _;
 
-use crate::fanout::{self, Attempt, RunManifest, Unavailable, WorkItem, WorkReport};
+use crate::fanout::{self, Attempt, IndexedManifest, Unavailable, WorkItem, WorkReport};
 use crate::lookup::{self, Lookup};
 use crate::{BackupOptions, BackupReport, Listing, NoProgress, Source, backup_listing};
 
@@ -170,8 +170,9 @@ pub async fn queued(
     let all_ids = |w: &BTreeMap<ItemKey, Wanted>| -> Vec<String> {
         w.values().flat_map(|w| w.ids.clone()).collect()
     };
-    // The manifests of the runs named in the batch; a run without one did not fan out.
-    let mut manifests: BTreeMap<String, Option<RunManifest>> = BTreeMap::new();
+    // The manifests of the runs named in the batch (read once per container); a run without
+    // one did not fan out.
+    let mut manifests: BTreeMap<String, Option<Arc<IndexedManifest>>> = BTreeMap::new();
     for (run, _, _) in wanted.keys() {
         let Some(run) = run else { continue };
         let Ok(id) = SnapshotId::parse(run) else {
@@ -180,7 +181,7 @@ pub async fn queued(
         if manifests.contains_key(run) {
             continue;
         }
-        match fanout::read_manifest(vault, &id).await {
+        match fanout::read_manifest_cached(vault, &id).await {
             Ok(m) => {
                 manifests.insert(run.clone(), m);
             }
