@@ -14,12 +14,15 @@ mod lambda_emulator;
 mod lambda_harness;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use chrono::Utc;
-use ecr_vault_engine::fanout::{self, Attempt, FanoutInput, FanoutOptions, WorkReport};
+use ecr_vault_engine::fanout::{
+    self, Attempt, FanoutInput, FanoutOptions, IndexedManifest, WorkReport,
+};
 use ecr_vault_engine::trigger::{self, Batch, Delivery};
 use ecr_vault_engine::{BackupOptions, Source, SourceImage};
 use ecr_vault_registry::{Digest, RepoName, Tag};
@@ -662,29 +665,61 @@ async fn a_worker_lists_only_its_repositories_and_reads_the_manifest_once_per_pr
     one_complete_snapshot(&p.vault, &run, &images).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_finishing_one_repository_at_once_write_one_snapshot() -> Result<()> {
+/// A run fanned out in process: the workers' side, the run, its manifest (cached, as a worker
+/// reads it), its images and its queues.
+struct FannedOut {
+    p: InProcess,
+    run: SnapshotId,
+    manifest: Arc<IndexedManifest>,
+    images: Vec<PushedImage>,
+    q: Queues,
+}
+
+/// Pushes `(seed, repository, tag)` images under a fresh namespace and fans them out.
+async fn fanned_out(ns: &str, pushes: &[(u64, &str, &str)]) -> Result<FannedOut> {
     let stack = Stack::shared().await?;
     let sqs = sqs_client(stack);
-    let ns = unique_name("fanrace");
-    let (api, tools) = (format!("{ns}/api"), format!("{ns}/tools"));
-    let images = vec![
-        push(stack, 811, &api, &["v1"]).await?,
-        push(stack, 812, &api, &["v2"]).await?,
-        push(stack, 813, &tools, &["v1"]).await?,
-    ];
+    let ns = unique_name(ns);
+    let mut images = Vec::new();
+    for (seed, repo, tag) in pushes {
+        images.push(push(stack, *seed, &format!("{ns}/{repo}"), &[tag]).await?);
+    }
     let q = queues(&sqs, &ns).await?;
     let p = in_process(stack).await?;
     let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
     let manifest = fanout::read_manifest_cached(&p.vault, &run)
         .await?
         .context("no manifest")?;
-    let attempt = |i: &PushedImage| -> Result<Vec<Attempt>> {
-        Ok(vec![Attempt {
-            image: source_image(i)?,
-            last_attempt: false,
-        }])
-    };
+    Ok(FannedOut {
+        p,
+        run,
+        manifest,
+        images,
+        q,
+    })
+}
+
+/// One image as a single-attempt batch, not its last delivery.
+fn attempt(i: &PushedImage) -> Result<Vec<Attempt>> {
+    Ok(vec![Attempt {
+        image: source_image(i)?,
+        last_attempt: false,
+    }])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_finishing_one_repository_at_once_write_one_snapshot() -> Result<()> {
+    let FannedOut {
+        p,
+        run,
+        manifest,
+        images,
+        ..
+    } = fanned_out(
+        "fanrace",
+        &[(811, "api", "v1"), (812, "api", "v2"), (813, "tools", "v1")],
+    )
+    .await?;
     let w = fanout::work(
         &p.source,
         &p.vault,
@@ -746,26 +781,13 @@ async fn two_workers_finishing_one_repository_at_once_write_one_snapshot() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_marked_without_complete_markers_is_finalised_by_the_next_schedule() -> Result<()> {
-    let stack = Stack::shared().await?;
-    let sqs = sqs_client(stack);
-    let ns = unique_name("fancompat");
-    let (api, tools) = (format!("{ns}/api"), format!("{ns}/tools"));
-    let images = vec![
-        push(stack, 821, &api, &["v1"]).await?,
-        push(stack, 822, &tools, &["v1"]).await?,
-    ];
-    let q = queues(&sqs, &ns).await?;
-    let p = in_process(stack).await?;
-    let run = fan_out_in_process(&p, &sqs, &q, &images).await?;
-    let manifest = fanout::read_manifest_cached(&p.vault, &run)
-        .await?
-        .context("no manifest")?;
-    let work = |i: &PushedImage| -> Result<Vec<Attempt>> {
-        Ok(vec![Attempt {
-            image: source_image(i)?,
-            last_attempt: false,
-        }])
-    };
+    let FannedOut {
+        p,
+        run,
+        manifest,
+        images,
+        q,
+    } = fanned_out("fancompat", &[(821, "api", "v1"), (822, "tools", "v1")]).await?;
 
     // `api` is marked as the previous version marked it: its done marker, no complete marker
     // (its PUT is refused here, so the worker stops there).
@@ -780,7 +802,7 @@ async fn a_run_marked_without_complete_markers_is_finalised_by_the_next_schedule
         &p.source,
         &p.vault,
         &manifest,
-        work(&images[0])?,
+        attempt(&images[0])?,
         vec![],
         &p.opts,
     )
@@ -794,7 +816,7 @@ async fn a_run_marked_without_complete_markers_is_finalised_by_the_next_schedule
         &p.source,
         &p.vault,
         &manifest,
-        work(&images[1])?,
+        attempt(&images[1])?,
         vec![],
         &p.opts,
     )
