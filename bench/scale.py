@@ -288,6 +288,18 @@ def verdict(ok: bool, n: int = 100_000) -> str:
     return "**met**" if ok else "**missed**"
 
 
+def parts(p: dict) -> str:
+    """Which parts of a many-part goal were met, when not all were."""
+    if all(p.values()):
+        return ""
+    return " (" + ", ".join(f"{k} {'met' if ok else '**missed**'}" for k, ok in p.items()) + ")"
+
+
+def wall_at_100k(x: float, n: int) -> str:
+    """The wall time's linear projection, for a smaller run; nothing at full size."""
+    return "" if n == 100_000 else f"; wall time{at_100k(x, n)} s"
+
+
 def at_100k(x: float, n: int) -> str:
     """A linear projection to 100,000 images, for a smaller run."""
     return "" if n == 100_000 else f" (linear to 100,000: ~{x * 100_000 / n:,.0f})"
@@ -333,17 +345,21 @@ def section(r: dict) -> str:
              f"{first['load_before']} → {first['load_after']} |")
     catalog_req = sum(v for k, v in rerun["registry"]["by_class"].items() if "catalog" in k)
     # The listing's `_catalog` pages come on top of the per-repository and per-image budget.
-    ok_rerun = (rerun["cmd_wall_s"] <= GOAL_RERUN_S and rerun["maxrss_kib"] <= GOAL_RSS_MIB * 1024
-                and rc["bytesWritten"] == 0 and reg_req - catalog_req <= reg_allow)
+    rerun_parts = {"time": rerun["cmd_wall_s"] <= GOAL_RERUN_S,
+                   "RSS": rerun["maxrss_kib"] <= GOAL_RSS_MIB * 1024,
+                   "blob bytes": rc["bytesWritten"] == 0,
+                   "requests": reg_req - catalog_req <= reg_allow}
+    ok_rerun = all(rerun_parts.values())
     L.append(f"| no-change rerun | ≤ {GOAL_RERUN_S} s, peak RSS ≤ {GOAL_RSS_MIB} MiB, 0 blob bytes, "
              f"≤ {reg_allow:,} registry requests (1 per image + 1 per repository) | "
              f"{fmt_s(rerun['cmd_wall_s'])}, {mib(rerun['maxrss_kib'])}, "
              f"{rc['bytesWritten']:,} bytes written, {reg_req:,} registry requests "
              f"({reg_req - catalog_req:,} + {catalog_req} `_catalog` pages): "
-             f"{verdict(ok_rerun, n)}; wall time{at_100k(rerun['cmd_wall_s'], n)} s | {rerun['load_before']} → {rerun['load_after']} |")
+             f"{verdict(ok_rerun, n)}{parts(rerun_parts)}{wall_at_100k(rerun['cmd_wall_s'], n)} | "
+             f"{rerun['load_before']} → {rerun['load_after']} |")
     L.append(f"| `plan` | ≤ {GOAL_PLAN_S} s | {fmt_s(plan['cmd_wall_s'])}, {mib(plan['maxrss_kib'])}: "
-             f"{verdict(plan['cmd_wall_s'] <= GOAL_PLAN_S, n)}; wall time"
-             f"{at_100k(plan['cmd_wall_s'], n)} s | "
+             f"{verdict(plan['cmd_wall_s'] <= GOAL_PLAN_S, n)}"
+             f"{wall_at_100k(plan['cmd_wall_s'], n)} | "
              f"{plan['load_before']} → {plan['load_after']} |")
     fo = r.get("fanout")
     if fo:
