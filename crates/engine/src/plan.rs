@@ -260,10 +260,13 @@ pub async fn base_snapshot(
             }
             if full.is_none() {
                 full = Some(s);
+                newest = None;
                 continue;
             }
         }
-        if newest.is_none() {
+        // Only a fallback while no full listing is found: holding it beside one would keep a
+        // second snapshot in memory for nothing.
+        if full.is_none() && newest.is_none() {
             newest = Some(s);
         }
     }
