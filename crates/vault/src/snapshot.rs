@@ -512,8 +512,23 @@ impl ImageRecord {
     }
 }
 
-/// Largest snapshot document read back (about 150,000 image records).
-pub const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest snapshot document read back: about 700,000 image records (the 100,000-image
+/// benchmark's snapshot is 36 MiB). A bound, because a snapshot is parsed whole in memory.
+pub const MAX_SNAPSHOT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A snapshot this version could not read back is refused before it is written: a run that
+/// wrote it would leave a snapshot nothing can restore from.
+fn check_readable(key: &str, bytes: &Bytes, images: usize) -> Result<(), VaultError> {
+    if bytes.len() as u64 > MAX_SNAPSHOT_BYTES {
+        return Err(VaultError::Config(format!(
+            "the snapshot {key} of {images} image records is {} bytes, over the {} bytes a \
+             snapshot may have to be read back; split the run with repository filters",
+            bytes.len(),
+            MAX_SNAPSHOT_BYTES
+        )));
+    }
+    Ok(())
+}
 
 impl crate::store::Vault {
     /// Writes a snapshot once, locked like everything it references. The outcome tells a
@@ -525,6 +540,7 @@ impl crate::store::Vault {
     ) -> Result<(String, WriteOutcome), VaultError> {
         let key = self.location().snapshot_key(&snapshot.id);
         let bytes = snapshot.to_bytes()?;
+        check_readable(&key, &bytes, snapshot.images.len())?;
         let outcome = self
             .put_document_until(&key, bytes, OCI_INDEX, until)
             .await?;
@@ -700,6 +716,15 @@ mod tests {
         let bytes = s.to_bytes().unwrap();
         assert_eq!(bytes.as_ref(), reference_bytes(&s).as_slice());
         assert_eq!(Snapshot::from_bytes("k", &bytes).unwrap(), s);
+    }
+
+    #[test]
+    fn a_snapshot_too_large_to_read_back_is_not_written() {
+        let at_limit = Bytes::from(vec![b' '; MAX_SNAPSHOT_BYTES as usize]);
+        assert!(check_readable("k", &at_limit, 1).is_ok());
+        let over = Bytes::from(vec![b' '; MAX_SNAPSHOT_BYTES as usize + 1]);
+        let e = check_readable("k", &over, 1).unwrap_err().to_string();
+        assert!(e.contains("split the run"), "{e}");
     }
 
     #[test]
