@@ -15,6 +15,8 @@ echo "== dependencies (one HTTP/TLS stack, one of each hash crate)"
 bash scripts/check-deps.sh
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== docs (intra-doc links resolve)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 echo "== tests"
 # SeaweedFS turns read-only below 1 % free disk (500 on every write), so say how much room the
 # build left for the servers' data.

@@ -75,7 +75,7 @@ pub enum Command {
 
 #[derive(Args, Clone)]
 pub struct RegistryArgs {
-    /// `ecr` (listing through the ECR API) or a registry URL such as https://registry.example.
+    /// `ecr` (listing through the ECR API) or a registry URL such as `https://registry.example`.
     #[arg(long)]
     pub registry: Option<String>,
     /// For `--registry ecr`: registry endpoint to use instead of the one ECR reports.

@@ -1,4 +1,4 @@
-//! A backup run: list → plan ([`crate::plan`]) → copy closures → write the snapshot.
+//! A backup run: list → plan ([`mod@crate::plan`]) → copy closures → write the snapshot.
 //!
 //! One bad image never stops the run: its failure is recorded in the snapshot and the report,
 //! and every other image goes on. The snapshot lists only images whose closure is in the vault.

@@ -30,7 +30,7 @@ use std::fmt;
 use ecr_vault_vault::Counts;
 use serde::{Deserialize, Serialize};
 
-/// The date and source of the figures in [`PRICES`].
+/// The date and source of the price figures in this module (listed in its documentation).
 pub const PRICES_SOURCE: &str =
     "Amazon S3 list prices, us-east-1, first tier, as published in 2025 (estimates)";
 

@@ -5,7 +5,7 @@
 //! drill), read every restored manifest back from the registry by digest (the registry's bytes
 //! must hash to the vault's digest), check every blob it references is there with its size and
 //! every tag points at the right digest, then delete the scratch repositories. The restore
-//! itself is [`crate::restore`] (which re-hashes every blob it streams from the vault), and the
+//! itself is [`crate::restore()`] (which re-hashes every blob it streams from the vault), and the
 //! choice of snapshot is [`crate::select`] with [`SnapshotSel::Latest`].
 //!
 //! The schedule is here too ([`DrillEvent`]): the drill function is invoked daily, drills on

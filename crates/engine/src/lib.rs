@@ -1,8 +1,8 @@
 //! The ecr-vault engine: what the CLI and the Lambda functions run.
 //!
 //! The path of a backup, one file each:
-//! [`source`] lists images → [`filter`] selects → [`plan`] finds the incremental cohort →
-//! [`backup`] drives →
+//! [`source`] lists images → [`filter`] selects → [`mod@plan`] finds the incremental cohort →
+//! [`mod@backup`] drives →
 //! [`copy`] moves each closure into the vault (crate `ecr-vault-vault`).
 
 pub mod audit;

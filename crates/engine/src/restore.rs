@@ -132,7 +132,7 @@ pub struct RestoreReport {
 }
 
 /// Failures listed in full in [`RestoreReport::failure_message`]; the rest are counted.
-const FAILURES_SHOWN: usize = 50;
+pub const FAILURES_SHOWN: usize = 50;
 
 impl RestoreReport {
     pub fn failed(&self) -> bool {

@@ -2,10 +2,10 @@
 //!
 //! | Event | Engine call | Response |
 //! |---|---|---|
-//! | schedule (both shapes) | [`trigger::scheduled`]: inline, or fanned out above `ECR_VAULT_FANOUT_THRESHOLD` | run summary |
-//! | ECR PUSH | [`trigger::push`]: the detail validated, then that one image | run summary |
+//! | schedule (both shapes) | [`trigger::scheduled()`]: inline, or fanned out above `ECR_VAULT_FANOUT_THRESHOLD` | run summary |
+//! | ECR PUSH | [`trigger::push()`]: the detail validated, then that one image | run summary |
 //! | ECR DELETE | [`write_audit`] under `events/` | the audit key |
-//! | SQS work items | [`trigger::queued`] | `batchItemFailures` |
+//! | SQS work items | [`trigger::queued()`] | `batchItemFailures` |
 
 use std::time::{Instant, SystemTime};
 

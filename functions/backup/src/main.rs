@@ -1,6 +1,7 @@
 //! The backup Lambda function: a thin adapter from events to engine calls.
 //!
-//! - [`config`]: the environment (docs/deploy.md, "Runtime contract"), validated at cold start;
+//! - the environment (docs/deploy.md, "Runtime contract") is read at cold start by
+//!   [`ecr_vault_engine::trigger::TriggerConfig`];
 //! - [`event`]: which event shapes are accepted, and validation of their fields;
 //! - [`handler`]: classify → one engine call ([`ecr_vault_engine::trigger`]) → respond.
 //!

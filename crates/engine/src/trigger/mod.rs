@@ -2,10 +2,10 @@
 //! classify happens in the adapter, the decisions happen here, the adapter only responds.
 //!
 //! - [`config`]: the settings they run with;
-//! - [`scheduled`]: finalise earlier fanned-out runs, plan, then back up inline or fan out;
-//! - [`push`]: an ECR image action's `detail`, validated (push, delete or ignore), and the run
+//! - [`mod@scheduled`]: finalise earlier fanned-out runs, plan, then back up inline or fan out;
+//! - [`mod@push`]: an ECR image action's `detail`, validated (push, delete or ignore), and the run
 //!   for one pushed image, selected by the same rules as the nightly listing;
-//! - [`queued`]: a batch of queued work items, for fanned-out runs or on their own.
+//! - [`mod@queued`]: a batch of queued work items, for fanned-out runs or on their own.
 
 pub mod config;
 pub mod push;

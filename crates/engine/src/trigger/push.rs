@@ -48,7 +48,7 @@ pub struct ActionImage {
 /// What an image action asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Back up this image ([`crate::trigger::push`]).
+    /// Back up this image ([`crate::trigger::push()`]).
     Push(ActionImage),
     /// Record the deletion under `events/` ([`crate::audit`]); nothing is deleted.
     Delete(ActionImage),
