@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use ecr_vault_engine::fanout::{
+    Attempt, FanoutInput, FanoutOptions, fan_out, read_manifest_cached, work,
+};
 use ecr_vault_engine::gc::{GcOptions, gc};
 use ecr_vault_engine::{
     BackupOptions, FilterSpec, Filters, Mapping, NoProgress, RestoreRequest, SnapshotSel, backup,
@@ -43,7 +46,7 @@ use ecr_vault_testkit::iam::{
 };
 use ecr_vault_testkit::s3::s3_client;
 use ecr_vault_testkit::{Fault, FaultProxy, Registry, Rule, Stack, skopeo_digest, unique_name};
-use ecr_vault_tests::ecr_source;
+use ecr_vault_tests::{ecr_source, sqs_client, work_queues};
 use ecr_vault_vault::{LockMode, LockPolicy, Vault, VaultLocation, VaultOptions};
 use serde_json::json;
 
@@ -186,6 +189,55 @@ async fn record_run(stack: &Stack, mode: LockMode) -> (String, Vec<Sent>) {
         .await
         .unwrap();
     assert!(second.complete && second.failures.is_empty(), "{second:#?}");
+
+    // The same images fanned out, as a scheduled run above its threshold and its workers do
+    // (the backup role's requests too): the run manifest, each image's done marker, the
+    // shallow LISTs of its repository's markers, the repository's complete marker, the
+    // LIST of complete markers and the snapshot.
+    let sqs = sqs_client(stack);
+    let q = work_queues(&sqs, &unique_name("conform"), 3, 30)
+        .await
+        .unwrap();
+    let listing = source.list(&opts.filters, 4).await;
+    let images = listing.images.clone();
+    let fan = FanoutOptions::new(q.work.clone(), 0, Duration::from_secs(600));
+    let fanned = fan_out(
+        &source,
+        &backup_vault,
+        &sqs,
+        FanoutInput::from(listing),
+        &opts,
+        &fan,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fanned.queued, 2, "{fanned:#?}");
+    let manifest = read_manifest_cached(&backup_vault, &fanned.run)
+        .await
+        .unwrap()
+        .expect("the run manifest");
+    let mut finalised = None;
+    for image in images {
+        let attempt = Attempt {
+            image,
+            last_attempt: false,
+        };
+        let w = work(
+            &source,
+            &backup_vault,
+            &manifest,
+            vec![attempt],
+            vec![],
+            &opts,
+        )
+        .await
+        .unwrap();
+        finalised = finalised.or(w.finalised);
+    }
+    assert!(
+        finalised.is_some_and(|f| f.complete && f.written),
+        "the fanned-out run was not finalised"
+    );
 
     // Restore everything into ECR under new names (so the repositories are created).
     let report = restore(
